@@ -1,0 +1,189 @@
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+
+use bytes::Bytes;
+
+/// A response body: WSGI's iterable, with constructors for the common shapes.
+///
+/// The server picks the framing: `Content-Length` when the length is known, otherwise chunked
+/// transfer coding on HTTP/1.1 (and a close-delimited body on HTTP/1.0).
+///
+/// ```
+/// use bytes::Bytes;
+/// use sgi::Body;
+///
+/// assert_eq!(Body::empty().len(), Some(0));
+/// assert_eq!(Body::from("hello").len(), Some(5));
+/// let streamed = Body::from_iter(vec![Ok(Bytes::from("a")), Ok(Bytes::from("b"))]);
+/// assert_eq!(streamed.len(), None);
+/// ```
+pub struct Body {
+    pub(crate) kind: Kind,
+}
+
+pub(crate) enum Kind {
+    Full(Bytes),
+    Iter(Box<dyn Iterator<Item = io::Result<Bytes>> + Send>),
+    Reader(Box<dyn Read + Send>, Option<u64>),
+    File(File, u64),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Body {
+        Body {
+            kind: Kind::Full(Bytes::new()),
+        }
+    }
+
+    /// A body produced piece by piece, streamed as it is produced (chunked, since its length
+    /// is unknown). An `Err` item after the head was sent aborts the connection, so the client
+    /// never mistakes a truncated body for a whole one.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// let body = sgi::Body::from_iter((0..3).map(|i| Ok(Bytes::from(format!("line {i}\n")))));
+    /// # drop(body);
+    /// ```
+    pub fn from_iter<I>(iter: I) -> Body
+    where
+        I: IntoIterator<Item = io::Result<Bytes>>,
+        I::IntoIter: Send + 'static,
+    {
+        Body {
+            kind: Kind::Iter(Box::new(iter.into_iter())),
+        }
+    }
+
+    /// A body read from `reader`, of `len` bytes when known (then sent with
+    /// `Content-Length`), else streamed chunked until the reader's end.
+    ///
+    /// ```
+    /// let body = sgi::Body::from_reader(std::io::Cursor::new(b"data".to_vec()), Some(4));
+    /// assert_eq!(body.len(), Some(4));
+    /// ```
+    pub fn from_reader<R: Read + Send + 'static>(reader: R, len: Option<u64>) -> Body {
+        Body {
+            kind: Kind::Reader(Box::new(reader), len),
+        }
+    }
+
+    /// A file's contents from its current position to its end, sent with the kernel's copy
+    /// path (`sendfile`) where the platform offers it.
+    ///
+    /// ```no_run
+    /// let body = sgi::Body::from_file(std::fs::File::open("Cargo.toml")?)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_file(mut file: File) -> io::Result<Body> {
+        use std::io::Seek;
+        let len = file.metadata()?.len();
+        let pos = file.stream_position()?;
+        Ok(Body {
+            kind: Kind::File(file, len.saturating_sub(pos)),
+        })
+    }
+
+    /// The body's length, when known before it is sent.
+    pub fn len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Full(b) => Some(b.len() as u64),
+            Kind::Iter(_) => None,
+            Kind::Reader(_, len) => *len,
+            Kind::File(_, len) => Some(*len),
+        }
+    }
+
+    /// Whether the body is known to be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// Reads the whole body into memory (the test client and middleware use this).
+    ///
+    /// ```
+    /// assert_eq!(sgi::Body::from("abc").into_bytes().unwrap(), "abc");
+    /// ```
+    pub fn into_bytes(self) -> io::Result<Bytes> {
+        match self.kind {
+            Kind::Full(b) => Ok(b),
+            Kind::Iter(iter) => {
+                let mut out = Vec::new();
+                for piece in iter {
+                    out.extend_from_slice(&piece?);
+                }
+                Ok(out.into())
+            }
+            Kind::Reader(mut r, _) => {
+                let mut out = Vec::new();
+                r.read_to_end(&mut out)?;
+                Ok(out.into())
+            }
+            Kind::File(mut f, _) => {
+                let mut out = Vec::new();
+                f.read_to_end(&mut out)?;
+                Ok(out.into())
+            }
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Full(_) => "Full",
+            Kind::Iter(_) => "Iter",
+            Kind::Reader(..) => "Reader",
+            Kind::File(..) => "File",
+        };
+        f.debug_struct("Body")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body {
+            kind: Kind::Full(b),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::from(v).into()
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(s: &'static [u8]) -> Self {
+        Bytes::from_static(s).into()
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Bytes::from_static(s.as_bytes()).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Bytes::from(s).into()
+    }
+}
+
+impl From<()> for Body {
+    fn from(_: ()) -> Self {
+        Body::empty()
+    }
+}

@@ -1,0 +1,184 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Size limits on what a client may send. The defaults follow Gunicorn's.
+///
+/// ```
+/// let limits = sgi::Limits { max_body: Some(1 << 20), ..Default::default() };
+/// assert_eq!(limits.max_headers, 100);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest request line, without its CRLF (414 above it). Default 4094 bytes.
+    pub max_request_line: usize,
+    /// Most header fields in a request, or trailer fields in a chunked body (431 above it).
+    /// Default 100.
+    pub max_headers: usize,
+    /// Longest single header field line, CRLF included (431 above it). Default 8190 bytes.
+    pub max_header_field: usize,
+    /// Largest whole request head: request line, fields and the blank line (431 above it).
+    /// Default 64 KiB.
+    pub max_head: usize,
+    /// Largest request body, `None` for no limit (413 above it). Default 64 MiB.
+    pub max_body: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 4094,
+            max_headers: 100,
+            max_header_field: 8190,
+            max_head: 64 * 1024,
+            max_body: Some(64 * 1024 * 1024),
+        }
+    }
+}
+
+/// How long each phase of a connection may take. A client that stalls past one is closed,
+/// and nothing else waits on it.
+///
+/// ```
+/// use std::time::Duration;
+/// let t = sgi::Timeouts { idle: Duration::from_secs(75), ..Default::default() };
+/// assert_eq!(t.head, Duration::from_secs(10));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// From the first byte of a request to the end of its head. Default 10 s.
+    pub head: Duration,
+    /// Longest wait for more body bytes while a gateway reads its input. Default 30 s.
+    pub body: Duration,
+    /// How long a keep-alive connection may wait for its next request. Default 15 s.
+    pub idle: Duration,
+    /// Longest wait for the client to take more response bytes. Default 30 s.
+    pub write: Duration,
+    /// How long a gateway may run before it is reported as stuck (and, on the pool, replaced
+    /// by a fresh worker). Default 60 s.
+    pub request: Duration,
+    /// How long a graceful shutdown lets in-flight requests finish. Default 30 s.
+    pub shutdown: Duration,
+    /// How long a connection closed after an error keeps draining the client's bytes, so
+    /// that the error response is not lost to a TCP reset. Default 2 s.
+    pub linger: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            head: Duration::from_secs(10),
+            body: Duration::from_secs(30),
+            idle: Duration::from_secs(15),
+            write: Duration::from_secs(30),
+            request: Duration::from_secs(60),
+            shutdown: Duration::from_secs(30),
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Server configuration, shared by every backend. Defaults are safe for production.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = sgi::Config::default()
+///     .workers(8)
+///     .max_connections(10_000)
+///     .idle_timeout(Duration::from_secs(5))
+///     .mount("/api");
+/// assert_eq!(config.workers, Some(8));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Request size limits.
+    pub limits: Limits,
+    /// Per-phase timeouts.
+    pub timeouts: Timeouts,
+    /// Worker threads of the [`PoolServer`](crate::PoolServer); `None` picks 4 per core.
+    pub workers: Option<usize>,
+    /// Most open connections. `None` picks a backend default: 1024 connection threads for
+    /// the [`DevServer`](crate::DevServer), and what the file descriptor limit allows for the
+    /// [`PoolServer`](crate::PoolServer).
+    pub max_connections: Option<usize>,
+    /// Listen backlog. Default 1024.
+    pub backlog: i32,
+    /// Largest number of requests served on one connection before it is closed; `None` for
+    /// no limit (the default).
+    pub max_requests_per_connection: Option<u64>,
+    /// The mount prefix reported to gateways (WSGI's `SCRIPT_NAME`). Default empty.
+    pub script_name: Arc<str>,
+    /// The server name reported to gateways (WSGI's `SERVER_NAME`); `None` uses the local IP.
+    pub server_name: Option<Arc<str>>,
+    /// Whether to log one access line per request (target `sgi::access`). Default true.
+    pub access_log: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            workers: None,
+            max_connections: None,
+            backlog: 1024,
+            max_requests_per_connection: None,
+            script_name: Arc::from(""),
+            server_name: None,
+            access_log: true,
+        }
+    }
+}
+
+impl Config {
+    /// Sets the number of pool worker threads.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+    /// Sets the most open connections.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+    /// Sets the size limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets the timeouts.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+    /// Sets the idle keep-alive timeout.
+    pub fn idle_timeout(mut self, d: std::time::Duration) -> Self {
+        self.timeouts.idle = d;
+        self
+    }
+    /// Sets the largest accepted request body (`None`: no limit).
+    pub fn max_body(mut self, n: Option<u64>) -> Self {
+        self.limits.max_body = n;
+        self
+    }
+    /// Sets the mount prefix (WSGI's `SCRIPT_NAME`).
+    pub fn mount(mut self, prefix: &str) -> Self {
+        self.script_name = Arc::from(prefix.trim_end_matches('/'));
+        self
+    }
+    /// Sets the listen backlog.
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+    /// Turns the per-request access log on or off.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
+    /// The pool size this configuration asks for.
+    pub(crate) fn pool_workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}

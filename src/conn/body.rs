@@ -1,0 +1,201 @@
+//! The request body as the gateway reads it: framing decoded, limits enforced, `100 Continue`
+//! sent on the first read that needs the client's bytes.
+
+use std::io::{self, IoSlice};
+
+use super::Conn;
+use crate::http1::{ChunkedDecoder, Framing, Step};
+use crate::input::Source;
+use crate::transport::{write_all_wait, Transport};
+use crate::{Config, Error};
+
+#[derive(Debug)]
+pub(crate) enum BodyKind {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+/// Why reading a body stopped early; sticky, so every later read fails the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    TooLarge,
+    Malformed(&'static str),
+    TimedOut,
+    Incomplete,
+    Io(io::ErrorKind),
+}
+
+impl BodyError {
+    fn to_io(self) -> io::Error {
+        match self {
+            BodyError::TooLarge => Error::BodyTooLarge.into_io(),
+            BodyError::Malformed(why) => Error::BadChunk(why).into_io(),
+            BodyError::TimedOut => Error::Timeout.into_io(),
+            BodyError::Incomplete => Error::Incomplete.into_io(),
+            BodyError::Io(kind) => kind.into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct BodyState {
+    pub(crate) kind: BodyKind,
+    pub(crate) received: u64,
+    pub(crate) continue_pending: bool,
+    pub(crate) error: Option<BodyError>,
+}
+
+impl BodyState {
+    pub(crate) fn new(framing: Framing, expect_continue: bool) -> Self {
+        let kind = match framing {
+            Framing::None => BodyKind::Done,
+            Framing::Length(n) => BodyKind::Length(n),
+            Framing::Chunked => BodyKind::Chunked(ChunkedDecoder::new()),
+        };
+        let continue_pending = expect_continue && !matches!(kind, BodyKind::Done);
+        BodyState {
+            kind,
+            received: 0,
+            continue_pending,
+            error: None,
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.kind, BodyKind::Done)
+    }
+}
+
+/// The [`Source`] behind a request's [`Input`](crate::Input).
+pub(crate) struct BodyReader<'c, T: Transport> {
+    pub(crate) conn: &'c mut Conn<T>,
+    pub(crate) config: &'c Config,
+    /// Bytes offered by the last `fill`: the most `consume` may take.
+    pub(crate) avail: usize,
+}
+
+impl<T: Transport> BodyReader<'_, T> {
+    fn fail(&mut self, error: BodyError) -> io::Error {
+        self.conn.body.error.get_or_insert(error);
+        error.to_io()
+    }
+
+    /// Reads more of the body from the client.
+    fn read_more(&mut self) -> io::Result<()> {
+        let conn = &mut *self.conn;
+        if conn.body.continue_pending {
+            conn.body.continue_pending = false;
+            let mut msg = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
+            if let Err(e) = write_all_wait(&mut conn.io, &mut msg) {
+                return Err(self.fail(BodyError::Io(e.kind())));
+            }
+        }
+        let timeout = self.config.timeouts.body;
+        let max = self.config.limits.max_head.max(64 * 1024);
+        match conn
+            .buf
+            .read_with(&mut conn.io, max, |io, b| io.read_wait(b, timeout))
+        {
+            Ok(0) => Err(self.fail(BodyError::Incomplete)),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(self.fail(BodyError::TimedOut)),
+            Err(e) => Err(self.fail(BodyError::Io(e.kind()))),
+        }
+    }
+
+    /// How many body bytes sit at the front of the buffer now, reading as needed.
+    fn available(&mut self) -> io::Result<usize> {
+        loop {
+            if let Some(error) = self.conn.body.error {
+                return Err(error.to_io());
+            }
+            let limits = &self.config.limits;
+            let conn = &mut *self.conn;
+            match &mut conn.body.kind {
+                BodyKind::Done => return Ok(0),
+                BodyKind::Length(remaining) => {
+                    if !conn.buf.is_empty() {
+                        let n = conn
+                            .buf
+                            .filled()
+                            .len()
+                            .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                        return Ok(n);
+                    }
+                    self.read_more()?;
+                }
+                BodyKind::Chunked(decoder) => match decoder.step(conn.buf.filled(), limits) {
+                    Ok(Step::Framing(n)) => conn.buf.consume(n),
+                    Ok(Step::Done(n)) => {
+                        conn.buf.consume(n);
+                        conn.body.kind = BodyKind::Done;
+                    }
+                    Ok(Step::Data(n)) => {
+                        if limits
+                            .max_body
+                            .is_some_and(|max| conn.body.received + n as u64 > max)
+                        {
+                            return Err(self.fail(BodyError::TooLarge));
+                        }
+                        return Ok(n);
+                    }
+                    Ok(Step::NeedMore) => self.read_more()?,
+                    Err(Error::HeadTooLarge) => {
+                        return Err(self.fail(BodyError::Malformed("trailers too large")))
+                    }
+                    Err(Error::BadChunk(why)) => return Err(self.fail(BodyError::Malformed(why))),
+                    Err(_) => return Err(self.fail(BodyError::Malformed("invalid chunked body"))),
+                },
+            }
+        }
+    }
+
+    /// Reads and drops what is left of the body, up to `budget` bytes.
+    /// Returns whether the body reached its end.
+    pub(crate) fn drain(&mut self, mut budget: u64) -> bool {
+        loop {
+            match self.available() {
+                Ok(0) => return self.conn.body.is_done(),
+                Ok(n) => {
+                    if n as u64 > budget {
+                        return false;
+                    }
+                    budget -= n as u64;
+                    self.avail = n;
+                    self.consume(n);
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl<T: Transport> Source for BodyReader<'_, T> {
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        let n = self.available()?;
+        self.avail = n;
+        Ok(&self.conn.buf.filled()[..n])
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.avail);
+        self.avail -= n;
+        let conn = &mut *self.conn;
+        if n == 0 {
+            return;
+        }
+        conn.buf.consume(n);
+        conn.body.received += n as u64;
+        match &mut conn.body.kind {
+            BodyKind::Length(remaining) => {
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    conn.body.kind = BodyKind::Done;
+                }
+            }
+            BodyKind::Chunked(decoder) => decoder.consume(n),
+            BodyKind::Done => {}
+        }
+    }
+}

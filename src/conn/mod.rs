@@ -1,0 +1,343 @@
+//! The HTTP/1.1 connection driver shared by every backend: read a request head, call the
+//! gateway, write the response, decide whether the connection lives on.
+//!
+//! Backends differ only in scheduling: the development server runs [`Conn::serve`] in a loop
+//! on the connection's own thread; the pool's event loop reads heads without blocking
+//! ([`Conn::read_available`]) and hands connections with a complete head to a worker.
+
+mod body;
+mod buffer;
+mod send;
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use http::{Response as HttpResponse, StatusCode, Version};
+
+use crate::http1::{find_head_end, parse_request_head, Framing, RequestHead};
+use crate::server::Shared;
+use crate::transport::Transport;
+use crate::{Body, Environ, Error, Gateway, Input, Response, Scheme};
+use body::{BodyError, BodyReader, BodyState};
+pub(crate) use buffer::ReadBuf;
+
+/// What to do with the connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Serve the next request.
+    KeepAlive,
+    /// Close now (the exchange is over, or the connection is broken).
+    Close,
+    /// An error response was sent while the client may still be sending: half-close and
+    /// drain its bytes for a while, so it reads the response instead of a reset.
+    Linger,
+}
+
+/// Where the buffered bytes stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// Nothing buffered.
+    Empty,
+    /// Part of a head.
+    Partial,
+    /// A complete head, or bytes that already break the rules: either way, serve it.
+    Ready,
+}
+
+/// How waiting for a request ended (blocking backends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Ready,
+    /// The client closed, or stayed idle past the idle timeout, between requests.
+    Closed,
+    /// The client stalled or vanished mid-head; answered with 408 or 400 where it helps.
+    Abandoned,
+}
+
+/// The references a connection needs from its server.
+pub(crate) struct Ctx<'s, G> {
+    pub(crate) gateway: &'s G,
+    pub(crate) shared: &'s Shared,
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn<T: Transport> {
+    pub(crate) io: T,
+    pub(crate) buf: ReadBuf,
+    out: Vec<u8>,
+    scanned: usize,
+    /// When the first byte of the head being read arrived.
+    pub(crate) head_started: Option<Instant>,
+    served: u64,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    body: BodyState,
+}
+
+impl<T: Transport> Conn<T> {
+    pub(crate) fn new(io: T, peer: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+        Conn {
+            io,
+            buf: ReadBuf::default(),
+            out: Vec::new(),
+            scanned: 0,
+            head_started: None,
+            served: 0,
+            peer,
+            local,
+            body: BodyState::new(Framing::None, false),
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Classifies the buffered bytes.
+    pub(crate) fn head(&mut self, shared: &Shared) -> Head {
+        if self.buf.is_empty() {
+            self.scanned = 0;
+            return Head::Empty;
+        }
+        self.head_started.get_or_insert_with(Instant::now);
+        match find_head_end(self.buf.filled(), &mut self.scanned, &shared.config.limits) {
+            Ok(None) => Head::Partial,
+            Ok(Some(_)) | Err(_) => Head::Ready,
+        }
+    }
+
+    /// Reads whatever the socket has now, without blocking (event loop). Returns `false`
+    /// once the client has closed its side.
+    pub(crate) fn read_available(&mut self, shared: &Shared) -> io::Result<bool> {
+        let max = shared.config.limits.max_head + 1;
+        loop {
+            match self
+                .buf
+                .read_with(&mut self.io, max, |io, b| io.read_now(b))
+            {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    if self.head(shared) == Head::Ready {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                // A head over the limit is Ready: `serve` answers 431.
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Blocks until a complete head is buffered, within the idle and head timeouts.
+    pub(crate) fn wait_head<G>(&mut self, ctx: &Ctx<'_, G>) -> Wait {
+        let timeouts = &ctx.shared.config.timeouts;
+        let max = ctx.shared.config.limits.max_head + 1;
+        loop {
+            let timeout = match self.head(ctx.shared) {
+                Head::Ready => return Wait::Ready,
+                Head::Empty => timeouts.idle,
+                Head::Partial => {
+                    let started = self.head_started.unwrap_or_else(Instant::now);
+                    match timeouts.head.checked_sub(started.elapsed()) {
+                        Some(left) if !left.is_zero() => left,
+                        _ => return self.abandon(StatusCode::REQUEST_TIMEOUT),
+                    }
+                }
+            };
+            if ctx.shared.is_shutting_down() && self.buf.is_empty() {
+                return Wait::Closed;
+            }
+            match self
+                .buf
+                .read_with(&mut self.io, max, |io, b| io.read_wait(b, timeout))
+            {
+                Ok(0) if self.buf.is_empty() => return Wait::Closed,
+                Ok(0) => return self.abandon(StatusCode::BAD_REQUEST),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Wait::Ready,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && self.buf.is_empty() => {
+                    return Wait::Closed
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(_) => return Wait::Closed,
+            }
+        }
+    }
+
+    /// Gives up on a half-received head: answers `status` (408 or 400) if the bytes so far
+    /// are more than blank lines, so the client learns why.
+    pub(crate) fn abandon(&mut self, status: StatusCode) -> Wait {
+        let blank = self.buf.filled().iter().all(|b| b.is_ascii_whitespace());
+        if !blank {
+            let _ = self.send_error(status, Version::HTTP_11);
+        }
+        Wait::Abandoned
+    }
+
+    /// Serves the request whose head is buffered (see [`Conn::head`]).
+    pub(crate) fn serve<G: Gateway>(&mut self, ctx: &Ctx<'_, G>) -> Next {
+        let shared = ctx.shared;
+        let config = &shared.config;
+        let started = self.head_started.take().unwrap_or_else(Instant::now);
+        self.scanned = 0;
+        let head = match parse_request_head(self.buf.filled(), &config.limits) {
+            Ok(Some(head)) => head,
+            // Only a head over its limit is "ready" yet incomplete.
+            Ok(None) => return self.reject(ctx, Error::HeadTooLarge),
+            Err(e) => return self.reject(ctx, e),
+        };
+        self.buf.consume(head.len);
+        let RequestHead {
+            method,
+            uri,
+            version,
+            headers,
+            framing,
+            keep_alive,
+            expect_continue,
+            ..
+        } = head;
+        if let (Framing::Length(n), Some(max)) = (framing, config.limits.max_body) {
+            if n > max {
+                return self.reject(ctx, Error::BodyTooLarge);
+            }
+        }
+        self.body = BodyState::new(framing, expect_continue);
+        let environ = Environ {
+            peer_addr: self.peer,
+            local_addr: self.local,
+            url_scheme: Scheme::Http,
+            server_name: shared.server_name.clone(),
+            server_port: shared.server_port,
+            script_name: config.script_name.clone(),
+            started,
+            request_index: self.served,
+        };
+        self.served += 1;
+        let log = config.access_log.then(|| (method.clone(), uri.clone()));
+        let is_head = method == http::Method::HEAD;
+
+        let mut reader = BodyReader {
+            conn: self,
+            config,
+            avail: 0,
+        };
+        let mut request = http::Request::new(Input::new(&mut reader));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        request.extensions_mut().insert(environ);
+        let (response, panicked) =
+            match catch_unwind(AssertUnwindSafe(|| ctx.gateway.call(request))) {
+                Ok(response) => (response, false),
+                Err(_) => {
+                    tracing::error!(peer = ?reader.conn.peer, "gateway panicked; answering 500");
+                    (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
+                }
+            };
+
+        // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
+        let (response, mut close) = match reader.conn.body.error {
+            None => (response, panicked),
+            Some(error) => match error_status(error) {
+                Some(status) => (error_response(status), true),
+                None => {
+                    shared.stats.served();
+                    return Next::Close;
+                }
+            },
+        };
+        // Unread body: drain a little (it must not be parsed as the next request), else close.
+        // Whether 100 Continue was never sent (the client may not send the body at all), close.
+        if !reader.conn.body.is_done() {
+            close |= reader.conn.body.continue_pending || !reader.drain(DRAIN_BUDGET);
+        }
+        let keep_alive = keep_alive
+            && !close
+            && !shared.is_shutting_down()
+            && config
+                .max_requests_per_connection
+                .map_or(true, |max| self.served < max);
+        let status = response.status();
+        let sent = self.send_response(response, version, is_head, keep_alive);
+        shared.stats.served();
+        if let Some((method, uri)) = log {
+            tracing::info!(
+                target: "sgi::access",
+                peer = ?self.peer,
+                %method,
+                target = %uri,
+                status = status.as_u16(),
+                bytes = sent.bytes,
+                micros = started.elapsed().as_micros() as u64,
+            );
+        }
+        let pipelined = sent.next == Next::KeepAlive && self.head(shared) == Head::Ready;
+        // A pipelined request behind this one lets its response wait and go out together.
+        if !pipelined && self.flush().is_err() {
+            return Next::Close;
+        }
+        sent.next
+    }
+
+    /// Answers a request that breaks the rules; the connection then lingers and closes.
+    fn reject<G>(&mut self, ctx: &Ctx<'_, G>, error: Error) -> Next {
+        tracing::debug!(peer = ?self.peer, %error, "rejecting request");
+        ctx.shared.stats.rejected_request();
+        let _ = self.send_error(error.status(), Version::HTTP_11);
+        Next::Linger
+    }
+
+    /// Sends whatever is buffered for the client.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result =
+            crate::transport::write_all_wait(&mut self.io, &mut [io::IoSlice::new(&self.out)]);
+        self.out.clear();
+        result
+    }
+
+    /// Sends a short error response with `Connection: close`.
+    pub(crate) fn send_error(&mut self, status: StatusCode, version: Version) -> io::Result<()> {
+        self.send_response(error_response(status), version, false, false);
+        self.flush()
+    }
+
+    /// Storage the connection can give back while it idles.
+    pub(crate) fn release_buffers(&mut self) -> Option<Vec<u8>> {
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        self.buf.release()
+    }
+}
+
+/// How much of an unread request body is drained to keep a connection alive.
+const DRAIN_BUDGET: u64 = 64 * 1024;
+
+fn error_status(error: BodyError) -> Option<StatusCode> {
+    match error {
+        BodyError::TooLarge => Some(StatusCode::PAYLOAD_TOO_LARGE),
+        BodyError::Malformed(_) => Some(StatusCode::BAD_REQUEST),
+        BodyError::TimedOut => Some(StatusCode::REQUEST_TIMEOUT),
+        BodyError::Incomplete | BodyError::Io(_) => None,
+    }
+}
+
+/// A plain-text error response the server itself sends.
+pub(crate) fn error_response(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut response = HttpResponse::new(Body::from(format!("{} {reason}\n", status.as_u16())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,252 @@
+//! Writing a response: the head, then the body in the framing the plan chose. Small
+//! responses are gathered in the connection's output buffer (and pipelined ones batched);
+//! large bodies go out with `writev` or `sendfile`.
+
+use std::io::{self, IoSlice, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use http::{StatusCode, Version};
+
+use super::{error_response, Conn, Next};
+use crate::body::Kind;
+use crate::http1::{plan_response, write_response_head, BodyFraming};
+use crate::transport::{write_all_wait, Transport};
+use crate::Response;
+
+/// Bodies up to this size are copied into the output buffer: one write for head and body.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Read size for reader bodies.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) struct Sent {
+    pub(crate) bytes: u64,
+    pub(crate) next: Next,
+}
+
+/// Why a body could not be sent whole; the connection is cut so the client cannot take a
+/// truncated body for a complete one.
+enum Abort {
+    Io(io::Error),
+    Gateway(String),
+}
+
+impl<T: Transport> Conn<T> {
+    /// Writes `response` (buffered; see [`Conn::flush`]). `keep_alive` is whether the
+    /// request side allows the connection to live on.
+    pub(crate) fn send_response(
+        &mut self,
+        response: Response,
+        version: Version,
+        is_head: bool,
+        keep_alive: bool,
+    ) -> Sent {
+        let (mut parts, body) = response.into_parts();
+        if parts.status.is_informational() {
+            tracing::error!(
+                status = parts.status.as_u16(),
+                "gateway returned an interim status as its response; answering 500"
+            );
+            let (p, _) = error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
+            parts = p;
+        }
+        let method = if is_head {
+            http::Method::HEAD
+        } else {
+            http::Method::GET
+        };
+        let plan = plan_response(
+            &method,
+            version,
+            keep_alive,
+            parts.status,
+            &parts.headers,
+            body.len(),
+        );
+        if plan.length_mismatch {
+            tracing::warn!(
+                body = body.len(),
+                "gateway's Content-Length differs from its body's length; sending the body's length"
+            );
+        }
+        let dropped =
+            write_response_head(&mut self.out, parts.status, &parts.headers, &plan, version);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "dropped response header fields with CR, LF or NUL in their value"
+            );
+        }
+        let close_next = if plan.close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        };
+        if !plan.send_body {
+            return Sent {
+                bytes: 0,
+                next: close_next,
+            };
+        }
+        match self.send_body(body.kind, plan.framing) {
+            Ok(bytes) => Sent {
+                bytes,
+                next: close_next,
+            },
+            Err(Abort::Io(e)) => {
+                tracing::debug!(peer = ?self.peer, error = %e, "connection lost while sending a response");
+                self.out.clear();
+                Sent {
+                    bytes: 0,
+                    next: Next::Close,
+                }
+            }
+            Err(Abort::Gateway(why)) => {
+                tracing::error!(peer = ?self.peer, "response body failed after the head was sent ({why}); aborting the connection");
+                let _ = self.flush();
+                Sent {
+                    bytes: 0,
+                    next: Next::Close,
+                }
+            }
+        }
+    }
+
+    fn send_body(&mut self, kind: Kind, framing: BodyFraming) -> Result<u64, Abort> {
+        let declared = match framing {
+            BodyFraming::Length(n) => Some(n),
+            _ => None,
+        };
+        let chunked = framing == BodyFraming::Chunked;
+        match kind {
+            Kind::Full(bytes) => {
+                let n = bytes.len() as u64;
+                self.write_piece(bytes, false)?;
+                Ok(n)
+            }
+            Kind::File(mut file, len) => {
+                self.flush().map_err(Abort::Io)?;
+                let sent = self.io.send_file(&mut file, len).map_err(Abort::Io)?;
+                if sent < len {
+                    return Err(Abort::Gateway(format!(
+                        "file ended after {sent} of {len} bytes"
+                    )));
+                }
+                Ok(sent)
+            }
+            Kind::Iter(mut iter) => {
+                let mut sent = 0;
+                loop {
+                    let item = catch_unwind(AssertUnwindSafe(|| iter.next()))
+                        .map_err(|_| Abort::Gateway("body iterator panicked".into()))?;
+                    match item {
+                        None => break,
+                        Some(Err(e)) => {
+                            return Err(Abort::Gateway(format!("body iterator failed: {e}")))
+                        }
+                        Some(Ok(piece)) => {
+                            sent = self.stream_piece(piece, sent, declared, chunked)?
+                        }
+                    }
+                    if declared.is_some_and(|n| sent >= n) {
+                        break;
+                    }
+                }
+                self.finish_stream(sent, declared, chunked)
+            }
+            Kind::Reader(mut reader, _) => {
+                let mut sent = 0;
+                let mut chunk = vec![0; READ_CHUNK];
+                loop {
+                    let n = match reader.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Abort::Gateway(format!("body reader failed: {e}"))),
+                    };
+                    sent = self.stream_piece(
+                        Bytes::copy_from_slice(&chunk[..n]),
+                        sent,
+                        declared,
+                        chunked,
+                    )?;
+                    if declared.is_some_and(|n| sent >= n) {
+                        break;
+                    }
+                }
+                self.finish_stream(sent, declared, chunked)
+            }
+        }
+    }
+
+    /// Sends one piece of a streamed body; returns the body bytes sent so far.
+    fn stream_piece(
+        &mut self,
+        mut piece: Bytes,
+        sent: u64,
+        declared: Option<u64>,
+        chunked: bool,
+    ) -> Result<u64, Abort> {
+        if piece.is_empty() {
+            return Ok(sent);
+        }
+        if let Some(n) = declared {
+            let room = n - sent;
+            if piece.len() as u64 > room {
+                tracing::warn!(
+                    declared = n,
+                    "body is longer than its Content-Length; truncating and closing"
+                );
+                piece.truncate(room as usize);
+            }
+        }
+        let len = piece.len() as u64;
+        if chunked {
+            crate::http1::append_hex(&mut self.out, len);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.write_piece(piece, true)?;
+        if chunked {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        Ok(sent + len)
+    }
+
+    fn finish_stream(
+        &mut self,
+        sent: u64,
+        declared: Option<u64>,
+        chunked: bool,
+    ) -> Result<u64, Abort> {
+        if let Some(n) = declared {
+            if sent < n {
+                return Err(Abort::Gateway(format!(
+                    "body ended after {sent} of its declared {n} bytes"
+                )));
+            }
+        }
+        if chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        Ok(sent)
+    }
+
+    /// Queues `piece` behind the output buffer, writing when it is large.
+    fn write_piece(&mut self, piece: Bytes, streaming: bool) -> Result<(), Abort> {
+        // Each streamed piece goes out before the next is asked for (as PEP 3333 asks), so a
+        // slow producer's output reaches the client as it is made.
+        if piece.len() <= COPY_LIMIT {
+            self.out.extend_from_slice(&piece);
+            if streaming {
+                self.flush().map_err(Abort::Io)?;
+            }
+            return Ok(());
+        }
+        let result = write_all_wait(
+            &mut self.io,
+            &mut [IoSlice::new(&self.out), IoSlice::new(&piece)],
+        );
+        self.out.clear();
+        result.map_err(Abort::Io)
+    }
+}

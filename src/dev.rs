@@ -1,0 +1,322 @@
+//! The development server: a thread per connection, like Werkzeug's threaded `run_simple`,
+//! but one that sheds load instead of dying of it.
+//!
+//! At the connection cap ([`Config::max_connections`](crate::Config), default 1024), or when
+//! the OS refuses a new thread, a connection gets `503 Service Unavailable` with
+//! `Retry-After` and is closed, a warning is logged, and accepting goes on.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::conn::{Conn, Ctx, Next, Wait};
+use crate::linger::Linger;
+use crate::server::{accept_error_is_transient, bind, Shared};
+use crate::transport::Socket;
+use crate::{Config, Gateway, Handle};
+
+const LISTENER: Token = Token(0);
+const WAKE: Token = Token(1);
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// The thread-per-connection development server.
+///
+/// ```no_run
+/// use sgi::{Body, Config, DevServer, Request, Response};
+///
+/// let server = DevServer::bind_with("127.0.0.1:8000", Config::default().max_connections(256))?;
+/// server.serve(|_req: Request<'_>| Response::new(Body::from("Hello, World!")))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct DevServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Connection states, so shutdown closes idle connections and never in-flight ones.
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+const CLOSED: u8 = 2;
+
+struct Slot {
+    stream: TcpStream,
+    state: AtomicU8,
+}
+
+/// The live connections, by id, for shutdown.
+#[derive(Default)]
+struct Live {
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+impl Live {
+    fn close_idle(&self) {
+        for slot in self.slots.lock().values() {
+            if slot
+                .state
+                .compare_exchange(IDLE, CLOSED, SeqCst, SeqCst)
+                .is_ok()
+            {
+                let _ = slot.stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn close_all(&self) {
+        for slot in self.slots.lock().values() {
+            slot.state.store(CLOSED, SeqCst);
+            let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+}
+
+impl DevServer {
+    /// Binds `addr` with the default [`Config`]. Port 0 picks a free port; see
+    /// [`local_addr`](Self::local_addr).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<DevServer> {
+        Self::bind_with(addr, Config::default())
+    }
+
+    /// Binds `addr` with `config`.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: Config) -> io::Result<DevServer> {
+        let listener = bind(addr, config.backlog)?;
+        let shared = Shared::new(config, listener.local_addr()?);
+        Ok(DevServer { listener, shared })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A handle to shut the server down or read its statistics from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves `gateway` until [`Handle::shutdown`]; blocks.
+    pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
+        let DevServer { listener, shared } = self;
+        let config = &shared.config;
+        let cap = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let gateway = Arc::new(gateway);
+        let linger = Arc::new(Linger::start(config.timeouts.linger, 4096)?);
+        let live = Arc::new(Live::default());
+
+        let mut poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        shared.set_waker(waker);
+        listener.set_nonblocking(true)?;
+        poll.registry().register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        )?;
+        tracing::info!(addr = %shared.local_addr, max_connections = cap, "development server listening");
+
+        let mut events = Events::with_capacity(64);
+        let mut backoff: Option<Duration> = None;
+        let mut shed = Shedding::default();
+        let mut next_id = 0u64;
+        while !shared.is_shutting_down() {
+            if let Err(e) = poll.poll(&mut events, backoff) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            backoff = None;
+            while !shared.is_shutting_down() {
+                let (stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if accept_error_is_transient(&e) => {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                        backoff = Some(Duration::from_millis(50));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if live.len() >= cap {
+                    shed.reject(stream, &linger, &shared, "connection cap reached");
+                    continue;
+                }
+                next_id += 1;
+                let id = next_id;
+                let slot = match stream.try_clone() {
+                    Ok(clone) => Arc::new(Slot {
+                        stream: clone,
+                        state: AtomicU8::new(IDLE),
+                    }),
+                    Err(_) => {
+                        shed.reject(stream, &linger, &shared, "out of file descriptors");
+                        continue;
+                    }
+                };
+                live.slots.lock().insert(id, slot.clone());
+                shared.stats.open.fetch_add(1, SeqCst);
+                shared.stats.workers.fetch_add(1, SeqCst);
+                let spawned = {
+                    let (gateway, shared, linger, live) = (
+                        gateway.clone(),
+                        shared.clone(),
+                        linger.clone(),
+                        live.clone(),
+                    );
+                    let stream = stream.try_clone();
+                    std::thread::Builder::new()
+                        .name("sgi-conn".into())
+                        .spawn(move || {
+                            if let Ok(stream) = stream {
+                                connection(stream, peer, &gateway, &shared, &linger, &slot);
+                            }
+                            live.slots.lock().remove(&id);
+                            shared.stats.open.fetch_sub(1, SeqCst);
+                            shared.stats.workers.fetch_sub(1, SeqCst);
+                        })
+                };
+                match spawned {
+                    Ok(_) => {}
+                    Err(e) => {
+                        live.slots.lock().remove(&id);
+                        shared.stats.open.fetch_sub(1, SeqCst);
+                        shared.stats.workers.fetch_sub(1, SeqCst);
+                        shed.reject(
+                            stream,
+                            &linger,
+                            &shared,
+                            &format!("cannot spawn a thread: {e}"),
+                        );
+                    }
+                }
+            }
+        }
+
+        // Graceful shutdown: stop accepting, close idle connections, let in-flight requests
+        // finish within the deadline, then cut what is left.
+        drop(listener);
+        tracing::info!(connections = live.len(), "shutting down");
+        let deadline = Instant::now() + config.timeouts.shutdown;
+        while live.len() > 0 && Instant::now() < deadline {
+            live.close_idle();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if live.len() > 0 {
+            tracing::warn!(
+                connections = live.len(),
+                "shutdown deadline passed; closing connections"
+            );
+            live.close_all();
+        }
+        if let Ok(linger) = Arc::try_unwrap(linger) {
+            linger.stop();
+        }
+        Ok(())
+    }
+}
+
+/// Serves one connection on its own thread until it closes.
+fn connection<G: Gateway>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gateway: &G,
+    shared: &Shared,
+    linger: &Linger,
+    slot: &Slot,
+) {
+    let local = stream.local_addr().ok();
+    let socket = match Socket::new(stream, false, shared.config.timeouts.write) {
+        Ok(socket) => socket,
+        Err(_) => return,
+    };
+    let ctx = Ctx { gateway, shared };
+    let mut conn = Conn::new(socket, Some(peer), local);
+    loop {
+        if shared.is_shutting_down() {
+            break;
+        }
+        match conn.wait_head(&ctx) {
+            Wait::Ready => {}
+            Wait::Closed => break,
+            Wait::Abandoned => return linger_on(conn, linger),
+        }
+        // Shutdown may have closed this connection as idle just as its request arrived.
+        if slot
+            .state
+            .compare_exchange(IDLE, BUSY, SeqCst, SeqCst)
+            .is_err()
+        {
+            break;
+        }
+        shared.stats.active.fetch_add(1, SeqCst);
+        let next = conn.serve(&ctx);
+        shared.stats.active.fetch_sub(1, SeqCst);
+        if slot
+            .state
+            .compare_exchange(BUSY, IDLE, SeqCst, SeqCst)
+            .is_err()
+        {
+            break;
+        }
+        match next {
+            Next::KeepAlive => {}
+            Next::Close => break,
+            Next::Linger => return linger_on(conn, linger),
+        }
+    }
+}
+
+fn linger_on(conn: Conn<Socket>, linger: &Linger) {
+    linger.close(conn.io.tcp);
+}
+
+/// Answers connections the server cannot take with `503`, warning at most once a second.
+#[derive(Default)]
+struct Shedding {
+    last_warning: Option<Instant>,
+    since_warning: u64,
+}
+
+impl Shedding {
+    fn reject(&mut self, mut stream: TcpStream, linger: &Linger, shared: &Shared, why: &str) {
+        shared.stats.rejected_connection();
+        self.since_warning += 1;
+        if self
+            .last_warning
+            .map_or(true, |at| at.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                reason = why,
+                shed = self.since_warning,
+                "shedding load: answering 503"
+            );
+            self.last_warning = Some(Instant::now());
+            self.since_warning = 0;
+        }
+        let mut response = Vec::with_capacity(192);
+        response.extend_from_slice(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+              retry-after: 1\r\ncontent-length: 24\r\nconnection: close\r\ndate: ",
+        );
+        crate::http1::date::append_now(&mut response);
+        response.extend_from_slice(b"\r\n\r\n503 Service Unavailable\n");
+        // A fresh socket's send buffer takes this whole; never block the accept loop on it.
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.write(&response);
+        linger.close(stream);
+    }
+}

@@ -1,0 +1,73 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The URL scheme a request arrived under (WSGI's `wsgi.url_scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS (set by a TLS-terminating front end or middleware).
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// The connection facts of a request, found in its extensions: what WSGI's environ carries
+/// besides the request itself.
+///
+/// ```
+/// use sgi::{Body, Request, RequestExt, Response, TestClient};
+///
+/// let app = |req: Request<'_>| {
+///     let env = req.environ();
+///     Response::new(Body::from(format!("{} {}", env.url_scheme.as_str(), env.script_name)))
+/// };
+/// assert_eq!(TestClient::new(app).get("/").send().body(), "http ");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Environ {
+    /// The client's address (`None` in the test client).
+    pub peer_addr: Option<SocketAddr>,
+    /// The local address the connection was accepted on (`None` in the test client).
+    pub local_addr: Option<SocketAddr>,
+    /// `http` or `https`.
+    pub url_scheme: Scheme,
+    /// WSGI's `SERVER_NAME`: the configured server name, or the local IP.
+    pub server_name: Arc<str>,
+    /// WSGI's `SERVER_PORT`.
+    pub server_port: u16,
+    /// The mount prefix (WSGI's `SCRIPT_NAME`), empty when mounted at the root.
+    pub script_name: Arc<str>,
+    /// When the request's head was complete.
+    pub started: Instant,
+    /// How many requests this connection served before this one.
+    pub request_index: u64,
+}
+
+/// Convenience access to the [`Environ`] of a request.
+pub trait RequestExt {
+    /// The connection facts of this request.
+    ///
+    /// # Panics
+    /// If the request did not come from an `sgi` server or test client (its extensions hold
+    /// no [`Environ`]).
+    fn environ(&self) -> &Environ;
+}
+
+impl<B> RequestExt for http::Request<B> {
+    fn environ(&self) -> &Environ {
+        self.extensions()
+            .get::<Environ>()
+            .expect("request has no sgi::Environ extension")
+    }
+}

@@ -1,0 +1,314 @@
+//! The chunked transfer coding, decoded without I/O (RFC 9112 §7.1).
+//!
+//! The size line goes through `httparse::parse_chunk_size`, after checks for what it lets
+//! through and a smuggling-safe server must not: an empty size, a bare LF, control bytes in
+//! an extension. Trailer fields are validated with the `http` crate's types and dropped.
+
+use http::{HeaderName, HeaderValue};
+
+use super::head::trim_ows;
+use crate::{Error, Limits};
+
+/// Longest chunk-size line we accept, extensions included.
+const MAX_SIZE_LINE: usize = 4096;
+
+/// What [`ChunkedDecoder::step`] found at the front of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many bytes of framing (a size line, a CRLF, a trailer field) were taken; the
+    /// caller drops them from its buffer and steps again.
+    Framing(usize),
+    /// The buffer starts with this many bytes of body data. The caller hands some of them on
+    /// and reports how many with [`ChunkedDecoder::consume`].
+    Data(usize),
+    /// More bytes are needed to go on.
+    NeedMore,
+    /// The body is over; this many bytes (the last framing) were taken.
+    Done(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+/// A decoder for a chunked request body.
+///
+/// ```
+/// use sgi::http1::{ChunkedDecoder, Step};
+///
+/// let mut dec = ChunkedDecoder::new();
+/// let limits = sgi::Limits::default();
+/// let mut buf: &[u8] = b"3\r\nabc\r\n0\r\n\r\n";
+/// let mut body = Vec::new();
+/// loop {
+///     match dec.step(buf, &limits).unwrap() {
+///         Step::Framing(n) => buf = &buf[n..],
+///         Step::Data(n) => {
+///             body.extend_from_slice(&buf[..n]);
+///             dec.consume(n);
+///             buf = &buf[n..];
+///         }
+///         Step::Done(_) => break,
+///         Step::NeedMore => unreachable!(),
+///     }
+/// }
+/// assert_eq!(body, b"abc");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: State,
+    trailers: usize,
+    trailer_bytes: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedDecoder {
+    /// A decoder at the start of a body.
+    pub fn new() -> Self {
+        ChunkedDecoder {
+            state: State::Size,
+            trailers: 0,
+            trailer_bytes: 0,
+        }
+    }
+
+    /// Whether the whole body, trailers included, has been decoded.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Looks at the front of `buf` and says what is there. Trailer fields count against
+    /// `limits.max_headers` and `limits.max_head`.
+    pub fn step(&mut self, buf: &[u8], limits: &Limits) -> Result<Step, Error> {
+        match self.state {
+            State::Done => Ok(Step::Done(0)),
+            State::Data(remaining) => {
+                if buf.is_empty() {
+                    Ok(Step::NeedMore)
+                } else {
+                    Ok(Step::Data(
+                        buf.len()
+                            .min(usize::try_from(remaining).unwrap_or(usize::MAX)),
+                    ))
+                }
+            }
+            State::DataEnd => match buf {
+                [b'\r', b'\n', ..] => {
+                    self.state = State::Size;
+                    Ok(Step::Framing(2))
+                }
+                [] | [b'\r'] => Ok(Step::NeedMore),
+                _ => Err(Error::BadChunk("chunk data not followed by CRLF")),
+            },
+            State::Size => {
+                let Some(line) = crlf_line(buf, MAX_SIZE_LINE)? else {
+                    return Ok(Step::NeedMore);
+                };
+                let size = chunk_size(&buf[..line])?;
+                self.state = if size == 0 {
+                    State::Trailer
+                } else {
+                    State::Data(size)
+                };
+                Ok(Step::Framing(line))
+            }
+            State::Trailer => {
+                let Some(line) = crlf_line(buf, limits.max_header_field + 2)? else {
+                    return Ok(Step::NeedMore);
+                };
+                if line == 2 {
+                    self.state = State::Done;
+                    return Ok(Step::Done(2));
+                }
+                self.trailers += 1;
+                self.trailer_bytes += line;
+                if self.trailers > limits.max_headers || self.trailer_bytes > limits.max_head {
+                    return Err(Error::HeadTooLarge);
+                }
+                trailer_field(&buf[..line - 2])?;
+                Ok(Step::Framing(line))
+            }
+        }
+    }
+
+    /// Records that `n` bytes of the data last reported by [`step`](Self::step) were used.
+    pub fn consume(&mut self, n: usize) {
+        if let State::Data(remaining) = self.state {
+            let left = remaining - n as u64;
+            self.state = if left == 0 {
+                State::DataEnd
+            } else {
+                State::Data(left)
+            };
+        }
+    }
+}
+
+/// The length of the CRLF-terminated line at the front of `buf`, CRLF included.
+fn crlf_line(buf: &[u8], max: usize) -> Result<Option<usize>, Error> {
+    match buf.iter().take(max).position(|&b| b == b'\n') {
+        Some(0) => Err(Error::BadChunk("bare LF")),
+        Some(nl) if buf[nl - 1] == b'\r' => Ok(Some(nl + 1)),
+        Some(_) => Err(Error::BadChunk("bare LF")),
+        None if buf.len() >= max => Err(Error::BadChunk("line too long")),
+        None => Ok(None),
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    if !line.first().is_some_and(u8::is_ascii_hexdigit) {
+        return Err(Error::BadChunk("invalid chunk size"));
+    }
+    let text = &line[..line.len() - 2];
+    if text.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Error::BadChunk("control character in chunk size line"));
+    }
+    match httparse::parse_chunk_size(line) {
+        Ok(httparse::Status::Complete((n, size))) if n == line.len() => Ok(size),
+        _ => Err(Error::BadChunk("invalid chunk size")),
+    }
+}
+
+/// Fields that frame, route or authenticate a message must not arrive after its body
+/// (RFC 9110 §6.5.1): a trailer is no place to change how the request was read.
+const FORBIDDEN_TRAILERS: &[&str] = &[
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "trailer",
+    "te",
+    "expect",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "range",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "cache-control",
+    "max-forwards",
+];
+
+fn trailer_field(line: &[u8]) -> Result<(), Error> {
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(Error::BadChunk("invalid trailer field"))?;
+    let name = HeaderName::from_bytes(&line[..colon])
+        .map_err(|_| Error::BadChunk("invalid trailer field name"))?;
+    if FORBIDDEN_TRAILERS.contains(&name.as_str()) {
+        return Err(Error::BadChunk("forbidden trailer field"));
+    }
+    HeaderValue::from_bytes(trim_ows(&line[colon + 1..]))
+        .map_err(|_| Error::BadChunk("invalid trailer field value"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes all of `input` fed in pieces of `split` bytes.
+    pub(crate) fn decode(input: &[u8], split: usize) -> Result<Vec<u8>, Error> {
+        let limits = Limits::default();
+        let mut dec = ChunkedDecoder::new();
+        let mut buf = Vec::new();
+        let mut fed = 0;
+        let mut out = Vec::new();
+        loop {
+            match dec.step(&buf, &limits)? {
+                Step::Framing(n) => drop(buf.drain(..n)),
+                Step::Data(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    dec.consume(n);
+                    buf.drain(..n);
+                }
+                Step::Done(n) => {
+                    buf.drain(..n);
+                    return Ok(out);
+                }
+                Step::NeedMore => {
+                    if fed == input.len() {
+                        return Err(Error::Incomplete);
+                    }
+                    let end = (fed + split).min(input.len());
+                    buf.extend_from_slice(&input[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_chunks_at_every_split() {
+        let input = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: v\r\n\r\n";
+        for split in 1..input.len() {
+            assert_eq!(
+                decode(input, split).unwrap(),
+                b"hello 0123456789",
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_an_empty_chunk_size() {
+        assert!(decode(b"\r\nabc\r\n0\r\n\r\n", 64).is_err());
+    }
+
+    #[test]
+    fn rejects_a_bare_lf_in_framing() {
+        assert!(decode(b"3\nabc\r\n0\r\n\r\n", 64).is_err());
+        assert!(decode(b"3\r\nabc\n0\r\n\r\n", 64).is_err());
+        assert!(decode(b"3;a\nb\r\nabc\r\n0\r\n\r\n", 64).is_err());
+    }
+
+    #[test]
+    fn rejects_a_bad_chunk_size() {
+        for bad in [
+            "g\r\n",
+            "-1\r\n",
+            "0x3\r\n",
+            "ffffffffffffffffff\r\n",
+            " 3\r\n",
+        ] {
+            assert!(
+                decode(format!("{bad}abc\r\n0\r\n\r\n").as_bytes(), 64).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_data_longer_than_its_size() {
+        assert!(decode(b"3\r\nabcd\r\n0\r\n\r\n", 64).is_err());
+    }
+
+    #[test]
+    fn rejects_invalid_trailers() {
+        assert!(decode(b"0\r\nbad trailer\r\n\r\n", 64).is_err());
+        assert!(decode(b"0\r\nX-A: a\0b\r\n\r\n", 64).is_err());
+        assert!(decode(b"0\r\nContent-Length: 9\r\n\r\n", 64).is_err());
+    }
+
+    #[test]
+    fn needs_the_final_crlf() {
+        assert!(matches!(
+            decode(b"3\r\nabc\r\n0\r\n", 64),
+            Err(Error::Incomplete)
+        ));
+    }
+}

@@ -1,0 +1,364 @@
+//! Response heads: the framing decision (pure, unit-tested) and its serialization. The server
+//! owns framing: whatever a gateway says about `Content-Length`, `Transfer-Encoding` or
+//! `Connection`, the bytes on the wire are framed by what the server actually sends.
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, StatusCode, Version};
+
+use super::date;
+
+/// How a response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body may follow (1xx, 204, 304, or HEAD without a known length).
+    None,
+    /// `Content-Length: n` (for HEAD: the length a GET would have had; no body follows).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients, unknown length).
+    CloseDelimited,
+}
+
+/// What the server will send for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponsePlan {
+    /// The framing header, if any.
+    pub framing: BodyFraming,
+    /// Whether body bytes follow the head at all.
+    pub send_body: bool,
+    /// Whether the connection closes after this response.
+    pub close: bool,
+    /// The gateway declared a `Content-Length` that differs from its body's known length.
+    pub length_mismatch: bool,
+}
+
+/// Decides framing and persistence for a response.
+///
+/// `body_len` is the body's length when known in advance; a `Content-Length` the gateway set
+/// on a body of unknown length is taken as a promise (the server enforces it as it sends).
+///
+/// ```
+/// use sgi::http::{HeaderMap, Method, StatusCode, Version};
+/// use sgi::http1::{plan_response, BodyFraming};
+///
+/// let plan = plan_response(&Method::HEAD, Version::HTTP_11, true, StatusCode::OK, &HeaderMap::new(), Some(13));
+/// assert_eq!(plan.framing, BodyFraming::Length(13));
+/// assert!(!plan.send_body);
+/// ```
+pub fn plan_response(
+    method: &Method,
+    version: Version,
+    keep_alive: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body_len: Option<u64>,
+) -> ResponsePlan {
+    let declared = declared_length(headers);
+    let length_mismatch = matches!((declared, body_len), (Some(d), Some(b)) if d != b);
+    let length = body_len.or(declared);
+    let bodiless_status = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let is_head = method == Method::HEAD;
+    let framing = if bodiless_status {
+        BodyFraming::None
+    } else if let Some(n) = length {
+        BodyFraming::Length(n)
+    } else if is_head {
+        BodyFraming::None
+    } else if version == Version::HTTP_11 {
+        BodyFraming::Chunked
+    } else {
+        BodyFraming::CloseDelimited
+    };
+    let close = !keep_alive || asks_to_close(headers) || framing == BodyFraming::CloseDelimited;
+    ResponsePlan {
+        framing,
+        send_body: !is_head && !bodiless_status,
+        close,
+        length_mismatch,
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_LENGTH)?;
+    let text = value.to_str().ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| super::head::trim_ows(t).eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// Header fields the server owns: hop-by-hop fields and framing.
+fn server_owned(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONTENT_LENGTH
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Serializes a response head into `out` following `plan`. Returns how many of the
+/// gateway's header fields were dropped as invalid (a value with CR, LF or NUL).
+///
+/// ```
+/// use sgi::http::{HeaderMap, Method, StatusCode, Version};
+/// use sgi::http1::{plan_response, write_response_head};
+///
+/// let headers = HeaderMap::new();
+/// let plan = plan_response(&Method::GET, Version::HTTP_11, true, StatusCode::OK, &headers, Some(2));
+/// let mut out = Vec::new();
+/// write_response_head(&mut out, StatusCode::OK, &headers, &plan, Version::HTTP_11);
+/// let text = String::from_utf8(out).unwrap();
+/// assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+/// assert!(text.contains("content-length: 2\r\n"));
+/// ```
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    plan: &ResponsePlan,
+    request_version: Version,
+) -> usize {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut dropped = 0;
+    for (name, value) in headers {
+        if server_owned(name) {
+            continue;
+        }
+        // `HeaderValue` can be built unchecked; never let one split the head.
+        if value
+            .as_bytes()
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            dropped += 1;
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::append_now(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    match plan.framing {
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            append_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::None | BodyFraming::CloseDelimited => {}
+    }
+    if plan.close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if request_version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    dropped
+}
+
+pub(crate) fn append_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+pub(crate) fn append_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn plan(
+        method: Method,
+        version: Version,
+        status: u16,
+        headers: &HeaderMap,
+        len: Option<u64>,
+    ) -> ResponsePlan {
+        plan_response(
+            &method,
+            version,
+            true,
+            StatusCode::from_u16(status).unwrap(),
+            headers,
+            len,
+        )
+    }
+
+    #[test]
+    fn known_length_gets_content_length() {
+        let p = plan(
+            Method::GET,
+            Version::HTTP_11,
+            200,
+            &HeaderMap::new(),
+            Some(5),
+        );
+        assert_eq!(
+            (p.framing, p.send_body, p.close),
+            (BodyFraming::Length(5), true, false)
+        );
+    }
+
+    #[test]
+    fn unknown_length_is_chunked_on_http11_and_close_delimited_on_http10() {
+        let p = plan(Method::GET, Version::HTTP_11, 200, &HeaderMap::new(), None);
+        assert_eq!(p.framing, BodyFraming::Chunked);
+        let p = plan(Method::GET, Version::HTTP_10, 200, &HeaderMap::new(), None);
+        assert_eq!((p.framing, p.close), (BodyFraming::CloseDelimited, true));
+    }
+
+    #[test]
+    fn no_body_for_head_204_304_and_1xx() {
+        for (m, s) in [
+            (Method::HEAD, 200),
+            (Method::GET, 204),
+            (Method::GET, 304),
+            (Method::GET, 103),
+        ] {
+            assert!(!plan(m, Version::HTTP_11, s, &HeaderMap::new(), Some(3)).send_body);
+        }
+        assert_eq!(
+            plan(
+                Method::GET,
+                Version::HTTP_11,
+                204,
+                &HeaderMap::new(),
+                Some(3)
+            )
+            .framing,
+            BodyFraming::None
+        );
+    }
+
+    #[test]
+    fn head_keeps_the_get_content_length() {
+        let p = plan(
+            Method::HEAD,
+            Version::HTTP_11,
+            200,
+            &HeaderMap::new(),
+            Some(13),
+        );
+        assert_eq!(p.framing, BodyFraming::Length(13));
+    }
+
+    #[test]
+    fn gateway_content_length_is_a_promise_for_streams() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        assert_eq!(
+            plan(Method::GET, Version::HTTP_11, 200, &h, None).framing,
+            BodyFraming::Length(7)
+        );
+        let p = plan(Method::GET, Version::HTTP_11, 200, &h, Some(3));
+        assert_eq!(
+            (p.framing, p.length_mismatch),
+            (BodyFraming::Length(3), true)
+        );
+    }
+
+    #[test]
+    fn gateway_connection_close_is_honoured() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        assert!(plan(Method::GET, Version::HTTP_11, 200, &h, Some(0)).close);
+    }
+
+    #[test]
+    fn server_owned_fields_are_not_passed_through() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        h.insert("x-ok", HeaderValue::from_static("yes"));
+        let p = plan(Method::GET, Version::HTTP_11, 200, &h, Some(2));
+        let mut out = Vec::new();
+        write_response_head(&mut out, StatusCode::OK, &h, &p, Version::HTTP_11);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("gzip") && !text.contains("upgrade") && !text.contains("99"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x-ok: yes\r\ncontent-length") || text.contains("x-ok: yes\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("content-length: 2\r\n"), "{text}");
+    }
+
+    #[test]
+    fn http10_keep_alive_is_confirmed() {
+        let p = plan(
+            Method::GET,
+            Version::HTTP_10,
+            200,
+            &HeaderMap::new(),
+            Some(0),
+        );
+        let mut out = Vec::new();
+        write_response_head(
+            &mut out,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            &p,
+            Version::HTTP_10,
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn numbers_format_in_decimal_and_hex() {
+        let mut out = Vec::new();
+        append_decimal(&mut out, 0);
+        append_decimal(&mut out, 1234567890);
+        append_hex(&mut out, 255);
+        assert_eq!(out, b"01234567890ff");
+    }
+}

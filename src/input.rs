@@ -1,0 +1,108 @@
+use std::fmt;
+use std::io::{self, BufRead, Read};
+
+/// Where an [`Input`] gets its bytes: the connection driver, which decodes the framing.
+pub(crate) trait Source {
+    /// Body bytes available now, reading from the client if none are buffered. An empty slice
+    /// is the end of the body.
+    fn fill(&mut self) -> io::Result<&[u8]>;
+    /// Marks `n` bytes of the last `fill` as used.
+    fn consume(&mut self, n: usize);
+}
+
+/// The streaming request body (WSGI's `wsgi.input`).
+///
+/// It reads exactly the body the request declared, decoding `Content-Length` or chunked
+/// framing, and returns end-of-file after it: a gateway can never read into the next request.
+/// If the client sent `Expect: 100-continue`, the first read sends `100 Continue`. A body over
+/// [`Limits::max_body`](crate::Limits) fails the read with `InvalidData`, and the server
+/// answers `413`. A body left unread is drained (or the connection closed) by the server.
+///
+/// ```
+/// use std::io::Read;
+/// use sgi::{Body, Request, Response, TestClient};
+///
+/// let app = |mut req: Request<'_>| {
+///     let mut text = String::new();
+///     req.body_mut().read_to_string(&mut text).unwrap();
+///     Response::new(Body::from(text.to_uppercase()))
+/// };
+/// let res = TestClient::new(app).post("/").body("shout").send();
+/// assert_eq!(res.body(), "SHOUT");
+/// ```
+pub struct Input<'a> {
+    inner: Inner<'a>,
+}
+
+enum Inner<'a> {
+    Source(&'a mut dyn Source),
+    Slice(&'a [u8]),
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(source: &'a mut dyn Source) -> Self {
+        Input {
+            inner: Inner::Source(source),
+        }
+    }
+
+    /// An input that is already at its end (no body).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// let mut buf = Vec::new();
+    /// sgi::Input::empty().read_to_end(&mut buf).unwrap();
+    /// assert!(buf.is_empty());
+    /// ```
+    pub fn empty() -> Input<'static> {
+        Input {
+            inner: Inner::Slice(&[]),
+        }
+    }
+
+    /// An input over bytes in memory, for building requests by hand (tests, middleware).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// let mut text = String::new();
+    /// sgi::Input::from_slice(b"abc").read_to_string(&mut text).unwrap();
+    /// assert_eq!(text, "abc");
+    /// ```
+    pub fn from_slice(bytes: &'a [u8]) -> Input<'a> {
+        Input {
+            inner: Inner::Slice(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Input")
+    }
+}
+
+impl Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Input<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        match &mut self.inner {
+            Inner::Source(source) => source.fill(),
+            Inner::Slice(bytes) => Ok(bytes),
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match &mut self.inner {
+            Inner::Source(source) => source.consume(n),
+            Inner::Slice(bytes) => *bytes = &bytes[n.min(bytes.len())..],
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! # sgi — a server gateway interface for Rust
+//!
+//! `sgi` is to Rust web frameworks what WSGI (PEP 3333) is to Python's: one small trait,
+//! [`Gateway`], between an application and the server that runs it. A framework implements
+//! `Gateway` once (a request in; status, headers and a body out) and is then served by
+//! interchangeable backends:
+//!
+//! - [`DevServer`]: a thread per connection, like Werkzeug's `run_simple`, that sheds load
+//!   with `503 Service Unavailable` at its cap instead of falling over;
+//! - [`PoolServer`]: a fixed pool of worker threads fed by one `epoll` event loop that parks
+//!   idle and half-read connections, like Gunicorn's `gthread` worker done right.
+//!
+//! Both share one HTTP/1.1 connection core ([`http1`]), one [`Config`] and one [`Handle`].
+//! Swapping one backend for the other is one line.
+//!
+//! ```no_run
+//! use sgi::{Body, Config, DevServer, Request, Response};
+//!
+//! fn hello(_req: Request<'_>) -> Response {
+//!     Response::new(Body::from("Hello, World!"))
+//! }
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let server = DevServer::bind_with("127.0.0.1:8000", Config::default())?;
+//! println!("listening on http://{}", server.local_addr());
+//! server.serve(hello)
+//! # }
+//! ```
+//!
+//! The in-process [`TestClient`] drives any gateway through the same connection core without
+//! sockets:
+//!
+//! ```
+//! use sgi::{Body, Request, Response, TestClient};
+//!
+//! let client = TestClient::new(|_req: Request<'_>| Response::new(Body::from("hi")));
+//! let res = client.get("/").send();
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.body(), "hi");
+//! ```
+#![deny(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+pub use http;
+
+mod body;
+mod config;
+mod conn;
+mod environ;
+mod error;
+mod gateway;
+mod input;
+mod linger;
+mod server;
+mod transport;
+
+pub mod dev;
+pub mod http1;
+pub mod middleware;
+pub mod test_client;
+
+pub use body::Body;
+pub use config::{Config, Limits, Timeouts};
+pub use dev::DevServer;
+pub use environ::{Environ, RequestExt, Scheme};
+pub use error::Error;
+pub use gateway::{gateway_fn, Gateway, GatewayFn, Request, Response};
+pub use input::Input;
+pub use server::{Handle, Stats};
+pub use test_client::TestClient;

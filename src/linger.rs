@@ -1,0 +1,147 @@
+//! Lingering close: after an error response, or a `503` at the connection cap, the server
+//! half-closes the socket and reads (and drops) what the client still sends for a while.
+//! Closing at once with unread bytes makes the kernel send a reset, which can destroy the
+//! response before the client reads it. One thread does this for every socket of a server.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+const WAKE: Token = Token(usize::MAX);
+
+#[derive(Debug)]
+pub(crate) struct Linger {
+    tx: Option<Sender<TcpStream>>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Linger {
+    /// Starts the lingering thread; at most `capacity` sockets linger at once (the oldest is
+    /// closed to make room).
+    pub(crate) fn start(timeout: Duration, capacity: usize) -> io::Result<Linger> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let thread = std::thread::Builder::new()
+            .name("sgi-linger".into())
+            .spawn(move || run(poll, rx, timeout, capacity))?;
+        Ok(Linger {
+            tx: Some(tx),
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Half-closes `stream` and drains it until the client closes or the timeout passes.
+    pub(crate) fn close(&self, stream: TcpStream) {
+        let _ = stream.shutdown(Shutdown::Write);
+        if let Some(tx) = &self.tx {
+            match tx.try_send(stream) {
+                Ok(()) => {
+                    let _ = self.waker.wake();
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// Closes every lingering socket and ends the thread.
+    pub(crate) fn stop(mut self) {
+        self.tx = None;
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(mut poll: Poll, rx: Receiver<TcpStream>, timeout: Duration, capacity: usize) {
+    let mut events = Events::with_capacity(256);
+    let mut sockets: HashMap<usize, TcpStream> = HashMap::new();
+    let mut deadlines: VecDeque<(Instant, usize)> = VecDeque::new();
+    let mut next_token = 0usize;
+    let mut scratch = vec![0u8; 16 * 1024];
+    loop {
+        let wait = deadlines
+            .front()
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        if let Err(e) = poll.poll(&mut events, wait) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "linger poll failed");
+                return;
+            }
+        }
+        for event in events.iter() {
+            let token = event.token().0;
+            let Some(stream) = sockets.get_mut(&token) else {
+                continue;
+            };
+            let done = loop {
+                match stream.read(&mut scratch) {
+                    Ok(0) => break true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break true,
+                }
+            };
+            if done {
+                if let Some(stream) = sockets.remove(&token) {
+                    let _ = poll
+                        .registry()
+                        .deregister(&mut SourceFd(&stream.as_raw_fd()));
+                }
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(stream) => {
+                    if sockets.len() >= capacity {
+                        if let Some((_, oldest)) = deadlines.pop_front() {
+                            sockets.remove(&oldest);
+                        }
+                    }
+                    next_token = (next_token + 1) % (usize::MAX - 1);
+                    let token = next_token;
+                    if stream.set_nonblocking(true).is_err()
+                        || poll
+                            .registry()
+                            .register(
+                                &mut SourceFd(&stream.as_raw_fd()),
+                                Token(token),
+                                Interest::READABLE,
+                            )
+                            .is_err()
+                    {
+                        continue;
+                    }
+                    sockets.insert(token, stream);
+                    deadlines.push_back((Instant::now() + timeout, token));
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        while let Some(&(at, token)) = deadlines.front() {
+            if at > now {
+                break;
+            }
+            deadlines.pop_front();
+            if let Some(stream) = sockets.remove(&token) {
+                let _ = poll
+                    .registry()
+                    .deregister(&mut SourceFd(&stream.as_raw_fd()));
+            }
+        }
+    }
+}

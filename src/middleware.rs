@@ -1,0 +1,70 @@
+//! Middleware: gateways that wrap gateways.
+//!
+//! A middleware is any [`Gateway`] holding another; nothing more is needed. This module keeps
+//! the ones a server should ship with.
+
+use std::sync::Arc;
+
+use http::{StatusCode, Uri};
+
+use crate::{Body, Environ, Gateway, Request, Response};
+
+/// Mounts a gateway under a path prefix, as WSGI's `SCRIPT_NAME` does: requests under the
+/// prefix reach the inner gateway with the prefix moved from the path to
+/// [`Environ::script_name`]; others get `404`.
+///
+/// ```
+/// use sgi::middleware::Mount;
+/// use sgi::{Body, Request, RequestExt, Response, TestClient};
+///
+/// let app = |req: Request<'_>| {
+///     Response::new(Body::from(format!("{} {}", req.environ().script_name, req.uri().path())))
+/// };
+/// let client = TestClient::new(Mount::new("/api", app));
+/// assert_eq!(client.get("/api/users?x").send().body(), "/api /users");
+/// assert_eq!(client.get("/other").send().status(), 404);
+/// ```
+#[derive(Debug)]
+pub struct Mount<G> {
+    prefix: Arc<str>,
+    inner: G,
+}
+
+impl<G: Gateway> Mount<G> {
+    /// Mounts `inner` at `prefix` (a path such as `/api`; a trailing `/` is ignored).
+    pub fn new(prefix: &str, inner: G) -> Self {
+        Mount {
+            prefix: Arc::from(prefix.trim_end_matches('/')),
+            inner,
+        }
+    }
+}
+
+impl<G: Gateway> Gateway for Mount<G> {
+    fn call(&self, mut req: Request<'_>) -> Response {
+        let path = req.uri().path();
+        let rest = match path.strip_prefix(&*self.prefix) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => return not_found(),
+        };
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let new_target = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let Ok(uri) = new_target.parse::<Uri>() else {
+            return not_found();
+        };
+        *req.uri_mut() = uri;
+        if let Some(env) = req.extensions_mut().get_mut::<Environ>() {
+            env.script_name = Arc::from(format!("{}{}", env.script_name, self.prefix));
+        }
+        self.inner.call(req)
+    }
+}
+
+fn not_found() -> Response {
+    let mut res = Response::new(Body::from("404 Not Found\n"));
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    res
+}

@@ -1,0 +1,202 @@
+//! What every backend shares: the configuration, the shutdown signal and the counters
+//! behind [`Handle`] and [`Stats`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::Config;
+
+/// A snapshot of a server's counters.
+///
+/// ```
+/// let stats = sgi::Stats::default();
+/// assert_eq!(stats.requests_served, 0);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections open now.
+    pub open_connections: usize,
+    /// Open connections waiting between requests (keep-alive) or for their head.
+    pub idle_connections: usize,
+    /// Open connections whose request a gateway is serving now.
+    pub active_connections: usize,
+    /// Worker threads (pool) or connection threads (dev) alive now.
+    pub workers: usize,
+    /// Workers running a gateway now.
+    pub busy_workers: usize,
+    /// Requests ready and waiting for a worker (pool).
+    pub queued_requests: usize,
+    /// Requests answered since start.
+    pub requests_served: u64,
+    /// Connections refused at a limit (dev: `503`; pool: accepted late), since start.
+    pub rejected_connections: u64,
+    /// Requests rejected as malformed or over a limit (4xx/5xx from the server), since start.
+    pub rejected_requests: u64,
+    /// Gateways reported stuck past the request timeout, since start.
+    pub stuck_requests: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) open: AtomicUsize,
+    pub(crate) active: AtomicUsize,
+    pub(crate) workers: AtomicUsize,
+    pub(crate) busy: AtomicUsize,
+    pub(crate) queued: AtomicUsize,
+    served: AtomicU64,
+    rejected_connections: AtomicU64,
+    rejected_requests: AtomicU64,
+    stuck: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn served(&self) {
+        self.served.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn rejected_connection(&self) {
+        self.rejected_connections.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn rejected_request(&self) {
+        self.rejected_requests.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn stuck(&self) {
+        self.stuck.fetch_add(1, Relaxed);
+    }
+}
+
+/// State shared by a server's threads and its [`Handle`]s.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) server_name: Arc<str>,
+    pub(crate) server_port: u16,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) stats: Counters,
+    shutting_down: AtomicBool,
+    /// Wakes the backend's accept or event loop when shutdown is asked for.
+    waker: Mutex<Option<Arc<mio::Waker>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, local_addr: SocketAddr) -> Arc<Shared> {
+        let server_name = config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| Arc::from(local_addr.ip().to_string()));
+        Arc::new(Shared {
+            config,
+            server_name,
+            server_port: local_addr.port(),
+            local_addr,
+            stats: Counters::default(),
+            shutting_down: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Relaxed)
+    }
+
+    pub(crate) fn set_waker(&self, waker: Arc<mio::Waker>) {
+        *self.waker.lock() = Some(waker);
+    }
+}
+
+/// Controls a running server from any thread: graceful shutdown and statistics.
+///
+/// Shutdown stops accepting, closes idle connections, lets in-flight requests finish (their
+/// responses say `Connection: close`) within [`Timeouts::shutdown`](crate::Timeouts), then
+/// closes the rest; `serve` returns after that.
+///
+/// ```
+/// use sgi::{Body, DevServer, Response};
+///
+/// let server = DevServer::bind("127.0.0.1:0")?;
+/// let handle = server.handle();
+/// let thread = std::thread::spawn(move || server.serve(|_req: sgi::Request<'_>| Response::new(Body::empty())));
+/// handle.shutdown();
+/// thread.join().unwrap()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Starts a graceful shutdown; returns at once.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Relaxed);
+        if let Some(waker) = self.shared.waker.lock().as_ref() {
+            let _ = waker.wake();
+        }
+    }
+
+    /// Whether shutdown has been asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.stats;
+        let open = c.open.load(Relaxed);
+        let active = c.active.load(Relaxed).min(open);
+        Stats {
+            open_connections: open,
+            idle_connections: open - active,
+            active_connections: active,
+            workers: c.workers.load(Relaxed),
+            busy_workers: c.busy.load(Relaxed),
+            queued_requests: c.queued.load(Relaxed),
+            requests_served: c.served.load(Relaxed),
+            rejected_connections: c.rejected_connections.load(Relaxed),
+            rejected_requests: c.rejected_requests.load(Relaxed),
+            stuck_requests: c.stuck.load(Relaxed),
+        }
+    }
+}
+
+/// Binds a listening socket with the configured backlog (and `SO_REUSEADDR`, so a restarted
+/// server can bind its port at once).
+pub(crate) fn bind(
+    addr: impl std::net::ToSocketAddrs,
+    backlog: i32,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut last = None;
+    for addr in addr.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if let Err(e) = socket
+            .bind(&addr.into())
+            .and_then(|()| socket.listen(backlog))
+        {
+            last = Some(e);
+            continue;
+        }
+        return Ok(socket.into());
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
+}
+
+/// Whether an `accept` error is worth retrying after a pause (rather than a bug).
+pub(crate) fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
+    ) || matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) // ENFILE, EMFILE, ENOBUFS, ENOMEM
+}

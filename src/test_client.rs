@@ -1,0 +1,294 @@
+//! An in-process client that drives any [`Gateway`] through the real connection core, over
+//! memory instead of a socket (as Werkzeug's test client does). Responses come back with the
+//! server's own semantics: framing, `HEAD`, `Date`, error answers.
+
+use std::io::Cursor;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+use crate::conn::{Conn, Ctx, Head, Next};
+use crate::http1::{ChunkedDecoder, Step};
+use crate::server::Shared;
+use crate::transport::Memory;
+use crate::{Config, Gateway};
+
+/// Drives a gateway in process.
+///
+/// ```
+/// use sgi::{Body, Request, Response, TestClient};
+///
+/// let client = TestClient::new(|req: Request<'_>| Response::new(Body::from(req.uri().to_string())));
+/// let res = client.get("/a?b=c").header("x-test", "1").send();
+/// assert_eq!(res.status(), 200);
+/// assert_eq!(res.body(), "/a?b=c");
+/// assert_eq!(res.headers()["content-length"], "6");
+/// ```
+pub struct TestClient {
+    gateway: Box<dyn Gateway>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClient").finish_non_exhaustive()
+    }
+}
+
+impl TestClient {
+    /// A client for `gateway` with the default [`Config`].
+    pub fn new<G: Gateway>(gateway: G) -> TestClient {
+        Self::with_config(gateway, Config::default().access_log(false))
+    }
+
+    /// A client for `gateway` with `config` (limits, mount prefix, server name).
+    pub fn with_config<G: Gateway>(gateway: G, config: Config) -> TestClient {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 80));
+        let config = Config {
+            server_name: config
+                .server_name
+                .clone()
+                .or_else(|| Some(Arc::from("localhost"))),
+            ..config
+        };
+        TestClient {
+            gateway: Box::new(gateway),
+            shared: Shared::new(config, addr),
+        }
+    }
+
+    /// Starts a request.
+    pub fn request(&self, method: Method, target: &str) -> TestRequest<'_> {
+        TestRequest {
+            client: self,
+            method,
+            target: target.to_string(),
+            version: Version::HTTP_11,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Starts a `GET`.
+    pub fn get(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::GET, target)
+    }
+
+    /// Starts a `HEAD`.
+    pub fn head(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::HEAD, target)
+    }
+
+    /// Starts a `POST`.
+    pub fn post(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::POST, target)
+    }
+
+    /// Starts a `PUT`.
+    pub fn put(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::PUT, target)
+    }
+
+    /// Starts a `DELETE`.
+    pub fn delete(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::DELETE, target)
+    }
+
+    /// Feeds raw bytes to a fresh connection and returns every byte the server wrote, for
+    /// protocol-level tests (pipelining, malformed input).
+    ///
+    /// ```
+    /// let client = sgi::TestClient::new(|_req: sgi::Request<'_>| sgi::Response::new(sgi::Body::empty()));
+    /// let out = client.raw(b"GET / HTTP/1.1\r\n\r\n");
+    /// assert!(out.starts_with(b"HTTP/1.1 400 "));
+    /// ```
+    pub fn raw(&self, input: &[u8]) -> Vec<u8> {
+        let memory = Memory {
+            input: Cursor::new(input.to_vec()),
+            output: Vec::new(),
+        };
+        let mut conn = Conn::new(memory, None, None);
+        let ctx = Ctx {
+            gateway: &self.gateway,
+            shared: &self.shared,
+        };
+        loop {
+            let more = conn.read_available(&self.shared).unwrap_or(false);
+            match conn.head(&self.shared) {
+                Head::Ready => {
+                    if conn.serve(&ctx) != Next::KeepAlive {
+                        break;
+                    }
+                }
+                Head::Partial if !more => {
+                    conn.abandon(StatusCode::BAD_REQUEST);
+                    break;
+                }
+                Head::Empty if !more => break,
+                _ => {}
+            }
+        }
+        let _ = conn.flush();
+        conn.io.output
+    }
+}
+
+/// A request being built by a [`TestClient`].
+#[derive(Debug)]
+pub struct TestRequest<'c> {
+    client: &'c TestClient,
+    method: Method,
+    target: String,
+    version: Version,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl TestRequest<'_> {
+    /// Adds a header field (repeat to send a field more than once).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the body (sent with `Content-Length` unless a `Transfer-Encoding` was given).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends it as HTTP/1.0.
+    pub fn http10(mut self) -> Self {
+        self.version = Version::HTTP_10;
+        self
+    }
+
+    /// Sends the request through the connection core and returns the response.
+    ///
+    /// # Panics
+    /// If the server's output is not one well-formed response (a bug worth a panic in a test).
+    pub fn send(self) -> TestResponse {
+        let has = |name: &str| {
+            self.headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        let version = if self.version == Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
+        let mut raw = format!("{} {} {version}\r\n", self.method, self.target).into_bytes();
+        if !has("host") && self.version == Version::HTTP_11 {
+            raw.extend_from_slice(b"host: localhost\r\n");
+        }
+        if !self.body.is_empty() && !has("content-length") && !has("transfer-encoding") {
+            raw.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
+        }
+        for (name, value) in &self.headers {
+            raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(&self.body);
+        let out = self.client.raw(&raw);
+        TestResponse::parse(&out, self.method == Method::HEAD)
+            .expect("server wrote a malformed response")
+    }
+}
+
+/// A response received by a [`TestClient`].
+#[derive(Debug, Clone)]
+pub struct TestResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl TestResponse {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The header fields as sent by the server.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body, de-chunked.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body as (lossy) UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Parses one response (skipping interim 1xx ones) from raw bytes.
+    pub(crate) fn parse(raw: &[u8], head_request: bool) -> Option<TestResponse> {
+        let mut raw = raw;
+        loop {
+            let mut storage = [httparse::EMPTY_HEADER; 128];
+            let mut res = httparse::Response::new(&mut storage);
+            let httparse::Status::Complete(len) = res.parse(raw).ok()? else {
+                return None;
+            };
+            let status = StatusCode::from_u16(res.code?).ok()?;
+            let mut headers = HeaderMap::new();
+            for h in res.headers.iter() {
+                headers.append(
+                    HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                    HeaderValue::from_bytes(h.value).ok()?,
+                );
+            }
+            let rest = &raw[len..];
+            if status.is_informational() {
+                raw = rest;
+                continue;
+            }
+            let no_body = head_request
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED;
+            let body = if no_body {
+                Bytes::new()
+            } else if headers
+                .get("transfer-encoding")
+                .is_some_and(|v| v == "chunked")
+            {
+                dechunk(rest)?
+            } else if let Some(len) = headers.get("content-length") {
+                let len: usize = len.to_str().ok()?.parse().ok()?;
+                Bytes::copy_from_slice(rest.get(..len)?)
+            } else {
+                Bytes::copy_from_slice(rest)
+            };
+            return Some(TestResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Option<Bytes> {
+    let limits = crate::Limits::default();
+    let mut dec = ChunkedDecoder::new();
+    let mut out = Vec::new();
+    loop {
+        match dec.step(raw, &limits).ok()? {
+            Step::Framing(n) => raw = &raw[n..],
+            Step::Data(n) => {
+                out.extend_from_slice(&raw[..n]);
+                dec.consume(n);
+                raw = &raw[n..];
+            }
+            Step::Done(_) => return Some(out.into()),
+            Step::NeedMore => return None,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The byte stream under a connection: a TCP socket, or memory for the test client.
+//!
+//! A pool connection's socket is non-blocking while the event loop owns it. A worker uses it
+//! as it is and switches it to blocking (with a timeout) only when a read or write would
+//! block, so the common small request costs no mode-switching system calls.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+pub(crate) trait Transport {
+    /// Reads, waiting up to `timeout` for bytes (`TimedOut` after it).
+    fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
+    /// Reads what is there now (`WouldBlock` if nothing).
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes, waiting up to the write timeout for room (`TimedOut` after it).
+    fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Sends `len` bytes of `file` from its position.
+    fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64>;
+    /// Half-closes the write side.
+    fn shutdown_write(&mut self);
+}
+
+/// Writes every byte of `bufs`.
+pub(crate) fn write_all_wait<T: Transport + ?Sized>(
+    io: &mut T,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match io.write_wait(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A TCP connection with its current mode remembered, so switching costs a system call only
+/// when the mode actually changes.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    pub(crate) tcp: TcpStream,
+    nonblocking: bool,
+    read_timeout: Option<Duration>,
+}
+
+impl Socket {
+    /// Wraps an accepted stream; `write_timeout` is set once, here.
+    pub(crate) fn new(
+        tcp: TcpStream,
+        nonblocking: bool,
+        write_timeout: Duration,
+    ) -> io::Result<Socket> {
+        tcp.set_nonblocking(nonblocking)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_write_timeout(Some(write_timeout))?;
+        Ok(Socket {
+            tcp,
+            nonblocking,
+            read_timeout: None,
+        })
+    }
+
+    fn blocking(&mut self) -> io::Result<()> {
+        if self.nonblocking {
+            self.tcp.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        Ok(())
+    }
+
+    /// Puts the socket back in the event loop's non-blocking mode.
+    pub(crate) fn set_nonblocking(&mut self) -> io::Result<()> {
+        if !self.nonblocking {
+            self.tcp.set_nonblocking(true)?;
+            self.nonblocking = true;
+        }
+        Ok(())
+    }
+}
+
+fn timed_out(e: io::Error) -> io::Error {
+    // SO_RCVTIMEO / SO_SNDTIMEO expiry surfaces as EAGAIN on a blocking socket.
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "socket timed out")
+    } else {
+        e
+    }
+}
+
+impl Transport for Socket {
+    fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        if self.nonblocking {
+            match self.tcp.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
+                other => return other,
+            }
+        }
+        let timeout = timeout.max(Duration::from_millis(1));
+        if self.read_timeout != Some(timeout) {
+            self.tcp.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        self.tcp.read(buf).map_err(timed_out)
+    }
+
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.set_nonblocking()?;
+        self.tcp.read(buf)
+    }
+
+    fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.nonblocking {
+            match self.tcp.write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
+                other => return other,
+            }
+        }
+        self.tcp.write_vectored(bufs).map_err(timed_out)
+    }
+
+    fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
+        // std copies File -> TcpStream with sendfile(2)/splice(2) on Linux; it needs a
+        // blocking socket to report progress correctly.
+        self.blocking()?;
+        io::copy(&mut file.take(len), &mut self.tcp).map_err(timed_out)
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = self.tcp.shutdown(Shutdown::Write);
+    }
+}
+
+/// An in-memory connection: requests come from `input`, responses go to `output`.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    pub(crate) input: io::Cursor<Vec<u8>>,
+    pub(crate) output: Vec<u8>,
+}
+
+impl Transport for Memory {
+    fn read_wait(&mut self, buf: &mut [u8], _timeout: Duration) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+
+    fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.output.write_vectored(bufs)
+    }
+
+    fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
+        io::copy(&mut file.take(len), &mut self.output)
+    }
+
+    fn shutdown_write(&mut self) {}
+}
