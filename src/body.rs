@@ -46,6 +46,8 @@ impl Body {
     /// let body = sgi::Body::from_iter((0..3).map(|i| Ok(Bytes::from(format!("line {i}\n")))));
     /// # drop(body);
     /// ```
+    // Not `FromIterator`: that would collect eagerly; this streams lazily as it is sent.
+    #[allow(clippy::should_implement_trait)]
     pub fn from_iter<I>(iter: I) -> Body
     where
         I: IntoIterator<Item = io::Result<Bytes>>,

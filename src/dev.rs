@@ -243,7 +243,11 @@ fn connection<G: Gateway>(
         Ok(socket) => socket,
         Err(_) => return,
     };
-    let ctx = Ctx { gateway, shared };
+    let ctx = Ctx {
+        gateway,
+        shared,
+        worker: None,
+    };
     let mut conn = Conn::new(socket, Some(peer), local);
     loop {
         if shared.is_shutting_down() {

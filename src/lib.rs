@@ -57,6 +57,7 @@ mod transport;
 pub mod dev;
 pub mod http1;
 pub mod middleware;
+pub mod pool;
 pub mod test_client;
 
 pub use body::Body;
@@ -66,5 +67,6 @@ pub use environ::{Environ, RequestExt, Scheme};
 pub use error::Error;
 pub use gateway::{gateway_fn, Gateway, GatewayFn, Request, Response};
 pub use input::Input;
+pub use pool::PoolServer;
 pub use server::{Handle, Stats};
 pub use test_client::TestClient;

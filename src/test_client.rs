@@ -114,15 +114,13 @@ impl TestClient {
         let ctx = Ctx {
             gateway: &self.gateway,
             shared: &self.shared,
+            worker: None,
         };
         loop {
             let more = conn.read_available(&self.shared).unwrap_or(false);
             match conn.head(&self.shared) {
-                Head::Ready => {
-                    if conn.serve(&ctx) != Next::KeepAlive {
-                        break;
-                    }
-                }
+                Head::Ready if conn.serve(&ctx) != Next::KeepAlive => break,
+                Head::Ready => {}
                 Head::Partial if !more => {
                     conn.abandon(StatusCode::BAD_REQUEST);
                     break;

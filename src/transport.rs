@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 pub(crate) trait Transport {
@@ -14,12 +14,16 @@ pub(crate) trait Transport {
     fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
     /// Reads what is there now (`WouldBlock` if nothing).
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes what fits now, without waiting (event loop).
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Whether the last read may have left bytes in the socket (it filled its buffer).
+    fn maybe_readable(&self) -> bool {
+        true
+    }
     /// Writes, waiting up to the write timeout for room (`TimedOut` after it).
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Sends `len` bytes of `file` from its position.
     fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64>;
-    /// Half-closes the write side.
-    fn shutdown_write(&mut self);
 }
 
 /// Writes every byte of `bufs`.
@@ -45,6 +49,8 @@ pub(crate) struct Socket {
     pub(crate) tcp: TcpStream,
     nonblocking: bool,
     read_timeout: Option<Duration>,
+    /// The last read filled its buffer, so more may be waiting without a new readiness edge.
+    more: bool,
 }
 
 impl Socket {
@@ -61,6 +67,7 @@ impl Socket {
             tcp,
             nonblocking,
             read_timeout: None,
+            more: false,
         })
     }
 
@@ -91,8 +98,8 @@ fn timed_out(e: io::Error) -> io::Error {
     }
 }
 
-impl Transport for Socket {
-    fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+impl Socket {
+    fn read_wait_inner(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
         if self.nonblocking {
             match self.tcp.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
@@ -106,10 +113,29 @@ impl Transport for Socket {
         }
         self.tcp.read(buf).map_err(timed_out)
     }
+}
+
+impl Transport for Socket {
+    fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let result = self.read_wait_inner(buf, timeout);
+        self.more = matches!(result, Ok(n) if n == buf.len());
+        result
+    }
 
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.set_nonblocking()?;
-        self.tcp.read(buf)
+        let result = self.tcp.read(buf);
+        self.more = matches!(result, Ok(n) if n == buf.len());
+        result
+    }
+
+    fn maybe_readable(&self) -> bool {
+        self.more
+    }
+
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.set_nonblocking()?;
+        self.tcp.write(buf)
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -127,10 +153,6 @@ impl Transport for Socket {
         // blocking socket to report progress correctly.
         self.blocking()?;
         io::copy(&mut file.take(len), &mut self.tcp).map_err(timed_out)
-    }
-
-    fn shutdown_write(&mut self) {
-        let _ = self.tcp.shutdown(Shutdown::Write);
     }
 }
 
@@ -154,9 +176,11 @@ impl Transport for Memory {
         self.output.write_vectored(bufs)
     }
 
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.write(buf)
+    }
+
     fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
         io::copy(&mut file.take(len), &mut self.output)
     }
-
-    fn shutdown_write(&mut self) {}
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use sgi::{Config, DevServer, Gateway};
+use sgi::{Config, DevServer, Gateway, PoolServer};
 
 pub struct Args {
     pub bind: String,
@@ -15,7 +15,7 @@ pub struct Args {
 pub fn args() -> Args {
     let mut args = Args {
         bind: "127.0.0.1:8000".into(),
-        server: "dev".into(),
+        server: "pool".into(),
         workers: None,
         rest: Vec::new(),
     };
@@ -59,7 +59,12 @@ pub fn serve<G: Gateway>(args: &Args, config: Config, gateway: G) -> std::io::Re
             announce(server.local_addr(), server.handle());
             server.serve(gateway)
         }
-        other => panic!("unknown --server {other:?} (dev)"),
+        "pool" => {
+            let server = PoolServer::bind_with(args.bind.as_str(), config)?;
+            announce(server.local_addr(), server.handle());
+            server.serve(gateway)
+        }
+        other => panic!("unknown --server {other:?} (dev or pool)"),
     }
 }
 

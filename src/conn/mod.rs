@@ -60,6 +60,8 @@ pub(crate) enum Wait {
 pub(crate) struct Ctx<'s, G> {
     pub(crate) gateway: &'s G,
     pub(crate) shared: &'s Shared,
+    /// The pool worker running this connection, told what it serves (stuck detection).
+    pub(crate) worker: Option<&'s crate::pool::Busy>,
 }
 
 #[derive(Debug)]
@@ -217,6 +219,9 @@ impl<T: Transport> Conn<T> {
             request_index: self.served,
         };
         self.served += 1;
+        if let Some(worker) = ctx.worker {
+            worker.begin(&method, &uri);
+        }
         let log = config.access_log.then(|| (method.clone(), uri.clone()));
         let is_head = method == http::Method::HEAD;
 
@@ -307,6 +312,15 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn send_error(&mut self, status: StatusCode, version: Version) -> io::Result<()> {
         self.send_response(error_response(status), version, false, false);
         self.flush()
+    }
+
+    /// Answers `status` and closes, from the event loop: one write attempt that never
+    /// blocks (a client that does not read loses the courtesy, not the loop its time).
+    pub(crate) fn write_error_now(&mut self, status: StatusCode) {
+        self.out.clear();
+        self.send_response(error_response(status), Version::HTTP_11, false, false);
+        let _ = self.io.write_now(&self.out);
+        self.out.clear();
     }
 
     /// Storage the connection can give back while it idles.

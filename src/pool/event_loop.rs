@@ -1,0 +1,420 @@
+//! The pool's event loop: accepts, reads request heads without blocking, parks idle
+//! connections, enforces the idle and head timeouts, and hands ready connections to workers
+//! through a bounded channel.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use http::StatusCode;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::worker::{Done, Job, Workers};
+use crate::conn::{Conn, Head, Next};
+use crate::linger::Linger;
+use crate::server::{accept_error_is_transient, Shared};
+use crate::transport::{Socket, Transport};
+use crate::Gateway;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKE: Token = Token(usize::MAX - 2);
+/// How often timers and stuck workers are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Recycled read buffers kept for connections that wake up.
+const SPARE_BUFFERS: usize = 256;
+
+enum Slot {
+    /// Owned by the loop: idle, or reading its head.
+    Parked {
+        conn: Box<Conn<Socket>>,
+        since: Instant,
+    },
+    /// At a worker, or queued for one; `readable` records readiness seen meanwhile.
+    Away {
+        readable: bool,
+    },
+    Vacant {
+        next_free: usize,
+    },
+}
+
+struct Loop<G> {
+    poll: Poll,
+    shared: Arc<Shared>,
+    slots: Vec<Slot>,
+    free: usize,
+    open: usize,
+    max_connections: usize,
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+    /// Ready connections waiting for room in the job queue.
+    ready: VecDeque<Job>,
+    workers: Arc<Workers<G>>,
+    linger: Linger,
+    spare: Vec<Vec<u8>>,
+    accepting: bool,
+    accept_paused_until: Option<Instant>,
+    warned_full: bool,
+}
+
+pub(crate) fn run<G: Gateway>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    gateway: Arc<G>,
+) -> io::Result<()> {
+    let config = &shared.config;
+    let size = config.pool_workers();
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| super::fd_budget(size));
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    shared.set_waker(waker.clone());
+    let (jobs, job_rx) = crossbeam_channel::bounded(size * 4);
+    let (done_tx, done) = crossbeam_channel::unbounded();
+    let workers = Workers::start(size, gateway, shared.clone(), job_rx, done_tx, waker)?;
+    listener.set_nonblocking(true)?;
+    poll.registry().register(
+        &mut SourceFd(&listener.as_raw_fd()),
+        LISTENER,
+        Interest::READABLE,
+    )?;
+    tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
+    let mut lp = Loop {
+        poll,
+        shared: shared.clone(),
+        slots: Vec::new(),
+        free: usize::MAX,
+        open: 0,
+        max_connections,
+        jobs,
+        done,
+        ready: VecDeque::new(),
+        workers,
+        linger: Linger::start(config.timeouts.linger, 4096)?,
+        spare: Vec::new(),
+        accepting: true,
+        accept_paused_until: None,
+        warned_full: false,
+    };
+    let result = lp.serve(&listener);
+    drop(listener);
+    let result = result.and_then(|()| lp.shut_down());
+    let Loop { jobs, linger, .. } = lp;
+    drop(jobs); // idle workers see the channel close and exit
+    linger.stop();
+    result
+}
+
+impl<G: Gateway> Loop<G> {
+    fn serve(&mut self, listener: &TcpListener) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        while !self.shared.is_shutting_down() {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accepting = true,
+                    WAKE => {}
+                    Token(token) => self.readable(token),
+                }
+            }
+            self.take_back();
+            if self.accepting {
+                self.accept(listener);
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + TICK;
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, listener: &TcpListener) {
+        if let Some(until) = self.accept_paused_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        while self.open < self.max_connections {
+            match listener.accept() {
+                Ok((tcp, peer)) => {
+                    let local = tcp.local_addr().ok();
+                    match Socket::new(tcp, true, self.shared.config.timeouts.write) {
+                        Ok(socket) => self.insert(Box::new(Conn::new(socket, Some(peer), local))),
+                        Err(e) => tracing::debug!(error = %e, "cannot set up an accepted socket"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accepting = false;
+                    return;
+                }
+                Err(e) if accept_error_is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed");
+                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
+                    return;
+                }
+            }
+        }
+        // At the cap: the kernel backlog holds newcomers until a connection closes.
+        if !self.warned_full {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                "connection limit reached; pausing accept"
+            );
+            self.warned_full = true;
+        }
+    }
+
+    fn insert(&mut self, conn: Box<Conn<Socket>>) {
+        let token = if self.free != usize::MAX {
+            let token = self.free;
+            if let Slot::Vacant { next_free } = self.slots[token] {
+                self.free = next_free;
+            }
+            token
+        } else {
+            self.slots.push(Slot::Vacant {
+                next_free: usize::MAX,
+            });
+            self.slots.len() - 1
+        };
+        let fd = conn.io.tcp.as_raw_fd();
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
+        {
+            tracing::debug!(error = %e, "cannot register a connection");
+            self.slots[token] = Slot::Vacant {
+                next_free: self.free,
+            };
+            self.free = token;
+            return;
+        }
+        self.slots[token] = Slot::Parked {
+            conn,
+            since: Instant::now(),
+        };
+        self.open += 1;
+        self.shared.stats.open.store(self.open, Relaxed);
+    }
+
+    fn remove(&mut self, token: usize) {
+        if let Slot::Parked { conn, .. } = &self.slots[token] {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&conn.io.tcp.as_raw_fd()));
+        }
+        self.slots[token] = Slot::Vacant {
+            next_free: self.free,
+        };
+        self.free = token;
+        self.open -= 1;
+        self.shared.stats.open.store(self.open, Relaxed);
+        if self.warned_full && self.open < self.max_connections {
+            self.warned_full = false;
+        }
+        // Room again: newcomers waiting in the backlog raise no new edge.
+        self.accepting = true;
+    }
+
+    /// Closes a connection: at once, or through the lingering thread after an error answer.
+    fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&conn.io.tcp.as_raw_fd()));
+        self.slots[token] = Slot::Away { readable: false };
+        self.remove(token);
+        if linger {
+            self.linger.close(conn.io.tcp);
+        }
+    }
+
+    fn readable(&mut self, token: usize) {
+        match self.slots.get_mut(token) {
+            Some(Slot::Parked { .. }) => self.read(token),
+            Some(Slot::Away { readable }) => *readable = true,
+            _ => {}
+        }
+    }
+
+    /// Reads what a parked connection has; dispatches it once its head is complete.
+    fn read(&mut self, token: usize) {
+        let Slot::Parked { conn, .. } =
+            std::mem::replace(&mut self.slots[token], Slot::Away { readable: false })
+        else {
+            return;
+        };
+        let mut conn = conn;
+        if conn.buf.is_empty() {
+            if let Some(storage) = self.spare.pop() {
+                conn.buf.provide(storage);
+            }
+        }
+        match conn.read_available(&self.shared) {
+            Ok(open) => match conn.head(&self.shared) {
+                Head::Ready => self.dispatch(Job { token, conn }),
+                Head::Empty if !open => self.close(token, conn, false),
+                Head::Partial if !open => {
+                    // The client ended its side mid-head: answer 400 and close.
+                    conn.write_error_now(StatusCode::BAD_REQUEST);
+                    self.close(token, conn, true)
+                }
+                _ => self.park(token, conn),
+            },
+            Err(_) => self.close(token, conn, false),
+        }
+    }
+
+    fn park(&mut self, token: usize, mut conn: Box<Conn<Socket>>) {
+        if let Some(storage) = conn.release_buffers() {
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(storage);
+            }
+        }
+        self.slots[token] = Slot::Parked {
+            conn,
+            since: Instant::now(),
+        };
+    }
+
+    fn dispatch(&mut self, job: Job) {
+        self.shared.stats.queued.fetch_add(1, Relaxed);
+        if !self.ready.is_empty() {
+            self.ready.push_back(job);
+            return;
+        }
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                self.ready.push_back(job)
+            }
+        }
+    }
+
+    /// Takes connections back from workers and refills the job queue.
+    fn take_back(&mut self) {
+        loop {
+            let Done { token, conn, next } = match self.done.try_recv() {
+                Ok(done) => done,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            };
+            let readable = matches!(self.slots[token], Slot::Away { readable: true });
+            match next {
+                Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, false),
+                Next::KeepAlive => {
+                    // Bytes may have arrived while a worker had the connection.
+                    if readable || conn.io.maybe_readable() || !conn.buf.is_empty() {
+                        self.slots[token] = Slot::Parked {
+                            conn,
+                            since: Instant::now(),
+                        };
+                        self.read(token);
+                    } else {
+                        self.park(token, conn);
+                    }
+                }
+                Next::Close => self.close(token, conn, false),
+                Next::Linger => self.close(token, conn, true),
+            }
+        }
+        while let Some(job) = self.ready.pop_front() {
+            match self.jobs.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    self.ready.push_front(job);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Closes connections past their idle or head timeout; reports stuck gateways.
+    fn tick(&mut self) {
+        let timeouts = &self.shared.config.timeouts;
+        let (idle, head) = (timeouts.idle, timeouts.head);
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (token, slot) in self.slots.iter().enumerate() {
+            if let Slot::Parked { conn, since } = slot {
+                let deadline = match conn.head_started {
+                    Some(started) => started + head,
+                    None => *since + idle,
+                };
+                if now >= deadline {
+                    expired.push(token);
+                }
+            }
+        }
+        for token in expired {
+            let Slot::Parked { mut conn, .. } =
+                std::mem::replace(&mut self.slots[token], Slot::Away { readable: false })
+            else {
+                continue;
+            };
+            if conn.head_started.is_some() && !conn.buf.is_empty() {
+                tracing::debug!(peer = ?conn.peer(), "request head timed out; answering 408");
+                conn.write_error_now(StatusCode::REQUEST_TIMEOUT);
+                self.close(token, conn, true);
+            } else {
+                self.close(token, conn, false);
+            }
+        }
+        self.workers.supervise();
+        self.shared
+            .stats
+            .active
+            .store(self.shared.stats.busy.load(Relaxed), Relaxed);
+    }
+
+    /// Graceful shutdown: idle connections close now; requests already read finish within
+    /// the deadline (their responses say `Connection: close`).
+    fn shut_down(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + self.shared.config.timeouts.shutdown;
+        tracing::info!(connections = self.open, "shutting down");
+        let parked: Vec<usize> = (0..self.slots.len())
+            .filter(|&t| matches!(self.slots[t], Slot::Parked { .. }))
+            .collect();
+        for token in parked {
+            if let Slot::Parked { conn, .. } =
+                std::mem::replace(&mut self.slots[token], Slot::Away { readable: false })
+            {
+                self.close(token, conn, false);
+            }
+        }
+        let mut events = Events::with_capacity(64);
+        while self.open > 0 && Instant::now() < deadline {
+            let _ = self.poll.poll(&mut events, Some(TICK));
+            self.take_back();
+            self.workers.supervise();
+        }
+        if self.open > 0 {
+            tracing::warn!(
+                connections = self.open,
+                "shutdown deadline passed with requests still running"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! The production backend: a fixed pool of worker threads fed by one `epoll` event loop.
+//!
+//! The event loop (on the thread that calls [`PoolServer::serve`]) owns the listener and every
+//! connection not being served: new ones, idle keep-alive ones, and ones whose request head
+//! is still arriving. A connection reaches a worker only with a complete head, so idle and
+//! slow clients (slowloris) never hold a worker. After a response the worker goes straight on
+//! to a pipelined request already buffered; otherwise the connection returns to the loop.
+
+mod event_loop;
+mod worker;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+
+use crate::server::{bind, Shared};
+use crate::{Config, Gateway, Handle};
+pub(crate) use worker::Busy;
+
+/// The thread-pool server.
+///
+/// Same configuration, same [`Handle`], same gateway as the [`DevServer`](crate::DevServer):
+/// swapping one for the other is one line.
+///
+/// ```no_run
+/// use sgi::{Body, Config, PoolServer, Request, Response};
+///
+/// let server = PoolServer::bind_with("0.0.0.0:8000", Config::default().workers(16))?;
+/// server.serve(|_req: Request<'_>| Response::new(Body::from("Hello, World!")))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PoolServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl PoolServer {
+    /// Binds `addr` with the default [`Config`]. Port 0 picks a free port; see
+    /// [`local_addr`](Self::local_addr).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<PoolServer> {
+        Self::bind_with(addr, Config::default())
+    }
+
+    /// Binds `addr` with `config`.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: Config) -> io::Result<PoolServer> {
+        let listener = bind(addr, config.backlog)?;
+        let shared = Shared::new(config, listener.local_addr()?);
+        Ok(PoolServer { listener, shared })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// A handle to shut the server down or read its statistics from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves `gateway` until [`Handle::shutdown`]; blocks, running the event loop on the
+    /// calling thread.
+    pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
+        event_loop::run(self.listener, self.shared, Arc::new(gateway))
+    }
+}
+
+/// The most connections the file descriptor limit allows, leaving room for the rest of the
+/// process (the soft `RLIMIT_NOFILE`, read from procfs to stay free of `unsafe`).
+pub(crate) fn fd_budget(workers: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        });
+    let soft = soft.unwrap_or(1024);
+    soft.saturating_sub(32 + 2 * workers).max(16)
+}
