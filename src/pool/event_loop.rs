@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,21 +24,25 @@ use crate::transport::{Socket, Transport};
 use crate::Gateway;
 
 const LISTENER: Token = Token(usize::MAX - 1);
-const WAKE: Token = Token(usize::MAX - 2);
+pub(crate) const WAKE: Token = Token(usize::MAX - 2);
 /// How often timers and stuck workers are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// Recycled read buffers kept for connections that wake up.
 const SPARE_BUFFERS: usize = 256;
 
+/// Set by the loop when a connection turns readable while a worker has it, so the worker
+/// wakes the loop when it hands the connection back. Otherwise a worker hands back a
+/// keep-alive connection without a wake-up: the next readiness event, which wakes the loop
+/// anyway, finds it there. That saves a system call and a context switch per request.
+pub(crate) type Readiness = Arc<AtomicBool>;
+
 enum Slot {
-    /// Owned by the loop: idle, or reading its head.
-    Parked {
-        conn: Box<Conn<Socket>>,
+    /// A live connection: `conn` is `None` while a worker has it (or it waits for one).
+    Live {
+        conn: Option<Box<Conn<Socket>>>,
+        /// When it was last parked (start of its idle time).
         since: Instant,
-    },
-    /// At a worker, or queued for one; `readable` records readiness seen meanwhile.
-    Away {
-        readable: bool,
+        readiness: Readiness,
     },
     Vacant {
         next_free: usize,
@@ -162,13 +167,12 @@ impl<G: Gateway> Loop<G> {
                     self.accepting = false;
                     return;
                 }
-                Err(e) if accept_error_is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed; backing off");
-                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
-                    return;
-                }
                 Err(e) => {
-                    tracing::error!(error = %e, "accept failed");
+                    if accept_error_is_transient(&e) {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                    } else {
+                        tracing::error!(error = %e, "accept failed; backing off");
+                    }
                     self.accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
                     return;
                 }
@@ -198,11 +202,8 @@ impl<G: Gateway> Loop<G> {
             self.slots.len() - 1
         };
         let fd = conn.io.tcp.as_raw_fd();
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(token), Interest::READABLE)
-        {
+        let registry = self.poll.registry();
+        if let Err(e) = registry.register(&mut SourceFd(&fd), Token(token), Interest::READABLE) {
             tracing::debug!(error = %e, "cannot register a connection");
             self.slots[token] = Slot::Vacant {
                 next_free: self.free,
@@ -210,63 +211,59 @@ impl<G: Gateway> Loop<G> {
             self.free = token;
             return;
         }
-        self.slots[token] = Slot::Parked {
-            conn,
+        self.slots[token] = Slot::Live {
+            conn: Some(conn),
             since: Instant::now(),
+            readiness: Readiness::default(),
         };
         self.open += 1;
         self.shared.stats.open.store(self.open, Relaxed);
     }
 
-    fn remove(&mut self, token: usize) {
-        if let Slot::Parked { conn, .. } = &self.slots[token] {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&conn.io.tcp.as_raw_fd()));
-        }
+    /// Closes a connection the loop holds: at once, or through the lingering thread after
+    /// an error answer.
+    fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
+        let fd = conn.io.tcp.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         self.slots[token] = Slot::Vacant {
             next_free: self.free,
         };
         self.free = token;
         self.open -= 1;
         self.shared.stats.open.store(self.open, Relaxed);
-        if self.warned_full && self.open < self.max_connections {
-            self.warned_full = false;
-        }
+        self.warned_full = false;
         // Room again: newcomers waiting in the backlog raise no new edge.
         self.accepting = true;
-    }
-
-    /// Closes a connection: at once, or through the lingering thread after an error answer.
-    fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&conn.io.tcp.as_raw_fd()));
-        self.slots[token] = Slot::Away { readable: false };
-        self.remove(token);
         if linger {
             self.linger.close(conn.io.tcp);
         }
     }
 
-    fn readable(&mut self, token: usize) {
+    /// Takes a parked connection out of its slot (the slot then shows it away).
+    fn take(&mut self, token: usize) -> Option<Box<Conn<Socket>>> {
         match self.slots.get_mut(token) {
-            Some(Slot::Parked { .. }) => self.read(token),
-            Some(Slot::Away { readable }) => *readable = true,
+            Some(Slot::Live { conn, .. }) => conn.take(),
+            _ => None,
+        }
+    }
+
+    fn readable(&mut self, token: usize) {
+        match self.slots.get(token) {
+            Some(Slot::Live { conn: Some(_), .. }) => self.read(token),
+            Some(Slot::Live {
+                conn: None,
+                readiness,
+                ..
+            }) => readiness.store(true, SeqCst),
             _ => {}
         }
     }
 
     /// Reads what a parked connection has; dispatches it once its head is complete.
     fn read(&mut self, token: usize) {
-        let Slot::Parked { conn, .. } =
-            std::mem::replace(&mut self.slots[token], Slot::Away { readable: false })
-        else {
+        let Some(mut conn) = self.take(token) else {
             return;
         };
-        let mut conn = conn;
         if conn.buf.is_empty() {
             if let Some(storage) = self.spare.pop() {
                 conn.buf.provide(storage);
@@ -274,7 +271,7 @@ impl<G: Gateway> Loop<G> {
         }
         match conn.read_available(&self.shared) {
             Ok(open) => match conn.head(&self.shared) {
-                Head::Ready => self.dispatch(Job { token, conn }),
+                Head::Ready => self.dispatch(token, conn),
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
                     // The client ended its side mid-head: answer 400 and close.
@@ -293,46 +290,72 @@ impl<G: Gateway> Loop<G> {
                 self.spare.push(storage);
             }
         }
-        self.slots[token] = Slot::Parked {
-            conn,
-            since: Instant::now(),
-        };
+        if let Slot::Live {
+            conn: slot, since, ..
+        } = &mut self.slots[token]
+        {
+            *slot = Some(conn);
+            *since = Instant::now();
+        }
     }
 
-    fn dispatch(&mut self, job: Job) {
+    fn dispatch(&mut self, token: usize, conn: Box<Conn<Socket>>) {
+        let Slot::Live { readiness, .. } = &self.slots[token] else {
+            return;
+        };
+        readiness.store(false, SeqCst);
+        let job = Job {
+            token,
+            conn,
+            readiness: readiness.clone(),
+        };
         self.shared.stats.queued.fetch_add(1, Relaxed);
         if !self.ready.is_empty() {
             self.ready.push_back(job);
             return;
         }
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                self.ready.push_back(job)
-            }
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+            self.jobs.try_send(job)
+        {
+            self.ready.push_back(job);
         }
     }
 
     /// Takes connections back from workers and refills the job queue.
     fn take_back(&mut self) {
+        // Pairs with the worker's fence: either it sees the readiness flag set, or the loop
+        // sees its returned connection here.
+        std::sync::atomic::fence(SeqCst);
+        loop {
+            self.take_back_once();
+            // Workers wake the loop on return only while it has queued work to hand out.
+            let queued = !self.ready.is_empty();
+            self.workers.wake_on_return(queued);
+            if !queued || self.done.is_empty() {
+                break;
+            }
+            // Some returned before the flag was up, without waking the loop: go round again.
+        }
+    }
+
+    fn take_back_once(&mut self) {
         loop {
             let Done { token, conn, next } = match self.done.try_recv() {
                 Ok(done) => done,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             };
-            let readable = matches!(self.slots[token], Slot::Away { readable: true });
+            let readable = match &self.slots[token] {
+                Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
+                Slot::Vacant { .. } => false,
+            };
             match next {
                 Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, false),
                 Next::KeepAlive => {
+                    let maybe_more = readable || conn.io.maybe_readable() || !conn.buf.is_empty();
+                    self.park(token, conn);
                     // Bytes may have arrived while a worker had the connection.
-                    if readable || conn.io.maybe_readable() || !conn.buf.is_empty() {
-                        self.slots[token] = Slot::Parked {
-                            conn,
-                            since: Instant::now(),
-                        };
+                    if maybe_more {
                         self.read(token);
-                    } else {
-                        self.park(token, conn);
                     }
                 }
                 Next::Close => self.close(token, conn, false),
@@ -340,12 +363,11 @@ impl<G: Gateway> Loop<G> {
             }
         }
         while let Some(job) = self.ready.pop_front() {
-            match self.jobs.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                    self.ready.push_front(job);
-                    break;
-                }
+            if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+                self.jobs.try_send(job)
+            {
+                self.ready.push_front(job);
+                break;
             }
         }
     }
@@ -357,7 +379,12 @@ impl<G: Gateway> Loop<G> {
         let now = Instant::now();
         let mut expired = Vec::new();
         for (token, slot) in self.slots.iter().enumerate() {
-            if let Slot::Parked { conn, since } = slot {
+            if let Slot::Live {
+                conn: Some(conn),
+                since,
+                ..
+            } = slot
+            {
                 let deadline = match conn.head_started {
                     Some(started) => started + head,
                     None => *since + idle,
@@ -368,9 +395,7 @@ impl<G: Gateway> Loop<G> {
             }
         }
         for token in expired {
-            let Slot::Parked { mut conn, .. } =
-                std::mem::replace(&mut self.slots[token], Slot::Away { readable: false })
-            else {
+            let Some(mut conn) = self.take(token) else {
                 continue;
             };
             if conn.head_started.is_some() && !conn.buf.is_empty() {
@@ -382,10 +407,6 @@ impl<G: Gateway> Loop<G> {
             }
         }
         self.workers.supervise();
-        self.shared
-            .stats
-            .active
-            .store(self.shared.stats.busy.load(Relaxed), Relaxed);
     }
 
     /// Graceful shutdown: idle connections close now; requests already read finish within
@@ -393,20 +414,17 @@ impl<G: Gateway> Loop<G> {
     fn shut_down(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + self.shared.config.timeouts.shutdown;
         tracing::info!(connections = self.open, "shutting down");
-        let parked: Vec<usize> = (0..self.slots.len())
-            .filter(|&t| matches!(self.slots[t], Slot::Parked { .. }))
-            .collect();
-        for token in parked {
-            if let Slot::Parked { conn, .. } =
-                std::mem::replace(&mut self.slots[token], Slot::Away { readable: false })
-            {
+        for token in 0..self.slots.len() {
+            if let Some(conn) = self.take(token) {
                 self.close(token, conn, false);
             }
         }
+        self.workers.wake_on_return(true);
         let mut events = Events::with_capacity(64);
         while self.open > 0 && Instant::now() < deadline {
             let _ = self.poll.poll(&mut events, Some(TICK));
             self.take_back();
+            self.workers.wake_on_return(true);
             self.workers.supervise();
         }
         if self.open > 0 {

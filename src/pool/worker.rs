@@ -5,7 +5,7 @@
 //! started so the pool keeps its capacity; the stuck worker leaves the pool when its gateway
 //! finally returns. A thread cannot be killed, so this is the most a server can do.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use http::{Method, Uri};
 use parking_lot::Mutex;
 
+use super::event_loop::Readiness;
 use crate::conn::{Conn, Ctx, Head, Next};
 use crate::server::Shared;
 use crate::transport::Socket;
@@ -22,6 +23,7 @@ use crate::Gateway;
 pub(crate) struct Job {
     pub(crate) token: usize,
     pub(crate) conn: Box<Conn<Socket>>,
+    pub(crate) readiness: Readiness,
 }
 
 /// A connection coming back from a worker, and what to do with it.
@@ -78,6 +80,8 @@ pub(crate) struct Workers<G> {
     /// Replacements started for stuck workers and not yet retired.
     extra: AtomicUsize,
     size: usize,
+    /// The loop has queued work and wants every returning worker to wake it.
+    wake_always: AtomicBool,
 }
 
 impl<G: Gateway> Workers<G> {
@@ -97,6 +101,7 @@ impl<G: Gateway> Workers<G> {
             waker,
             busy: Mutex::new(Vec::new()),
             extra: AtomicUsize::new(0),
+            wake_always: AtomicBool::new(true),
             size,
         });
         for _ in 0..size {
@@ -125,7 +130,12 @@ impl<G: Gateway> Workers<G> {
             worker: Some(busy),
         };
         let stats = &self.shared.stats;
-        for Job { token, mut conn } in self.jobs.iter() {
+        for job in self.jobs.iter() {
+            let Job {
+                token,
+                mut conn,
+                readiness,
+            } = job;
             stats.queued.fetch_sub(1, Relaxed);
             stats.busy.fetch_add(1, Relaxed);
             stats.active.fetch_add(1, Relaxed);
@@ -142,7 +152,16 @@ impl<G: Gateway> Workers<G> {
             if self.done.send(Done { token, conn, next }).is_err() {
                 break;
             }
-            let _ = self.waker.wake();
+            // Closing connections and queued work need the loop now; a keep-alive connection
+            // only if it turned readable meanwhile (else its next request's event wakes the loop).
+            std::sync::atomic::fence(SeqCst);
+            if next != Next::KeepAlive
+                || readiness.load(SeqCst)
+                || self.wake_always.load(SeqCst)
+                || self.shared.is_shutting_down()
+            {
+                let _ = self.waker.wake();
+            }
             if busy.replaced.load(Relaxed) {
                 // This worker was replaced while stuck; the replacement keeps the capacity.
                 self.extra.fetch_sub(1, Relaxed);
@@ -151,6 +170,11 @@ impl<G: Gateway> Workers<G> {
         }
         self.busy.lock().retain(|b| !Arc::ptr_eq(b, busy));
         self.shared.stats.workers.fetch_sub(1, Relaxed);
+    }
+
+    /// Whether returning workers must always wake the loop.
+    pub(crate) fn wake_on_return(&self, always: bool) {
+        self.wake_always.store(always, SeqCst);
     }
 
     /// Reports stuck gateways and replaces their workers, up to as many again as the pool.
