@@ -3,20 +3,32 @@
 //! ```sh
 //! cargo run --release --example hello -- --bind 127.0.0.1:8000 --server pool --workers 8
 //! ```
+//!
+//! `--sleep-ms N` makes every answer wait N ms first (the thread-explosion probe's handler).
 
 mod common;
 
-use sgi::http::header::CONTENT_TYPE;
-use sgi::{Body, Config, Request, Response};
+use std::time::Duration;
 
-fn hello(_req: Request<'_>) -> Response {
-    sgi::http::Response::builder()
-        .header(CONTENT_TYPE, "text/plain")
-        .body(Body::from("Hello, World!"))
-        .unwrap()
-}
+use sgi::http::header::CONTENT_TYPE;
+use sgi::{gateway_fn, Body, Config};
 
 fn main() -> std::io::Result<()> {
     let args = common::args();
+    let sleep = args
+        .rest
+        .iter()
+        .position(|a| a == "--sleep-ms")
+        .and_then(|i| args.rest.get(i + 1))
+        .map(|ms| Duration::from_millis(ms.parse().expect("--sleep-ms takes a number")));
+    let hello = gateway_fn(move |_req| {
+        if let Some(pause) = sleep {
+            std::thread::sleep(pause);
+        }
+        sgi::http::Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Body::from("Hello, World!"))
+            .unwrap()
+    });
     common::serve(&args, Config::default().access_log(false), hello)
 }

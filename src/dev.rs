@@ -48,7 +48,7 @@ const BUSY: u8 = 1;
 const CLOSED: u8 = 2;
 
 struct Slot {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     state: AtomicU8,
 }
 
@@ -152,56 +152,48 @@ impl DevServer {
                     Err(e) => return Err(e),
                 };
                 if live.len() >= cap {
-                    shed.reject(stream, &linger, &shared, "connection cap reached");
+                    shed.reject(Arc::new(stream), &linger, &shared, "connection cap reached");
                     continue;
                 }
                 next_id += 1;
                 let id = next_id;
-                let slot = match stream.try_clone() {
-                    Ok(clone) => Arc::new(Slot {
-                        stream: clone,
-                        state: AtomicU8::new(IDLE),
-                    }),
-                    Err(_) => {
-                        shed.reject(stream, &linger, &shared, "out of file descriptors");
+                let socket = match Socket::new(stream, false, config.timeouts.write) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot set up an accepted socket");
                         continue;
                     }
                 };
+                let slot = Arc::new(Slot {
+                    stream: socket.tcp.clone(),
+                    state: AtomicU8::new(IDLE),
+                });
                 live.slots.lock().insert(id, slot.clone());
                 shared.stats.open.fetch_add(1, SeqCst);
                 shared.stats.workers.fetch_add(1, SeqCst);
                 let spawned = {
-                    let (gateway, shared, linger, live) = (
+                    let (gateway, shared, linger, live, slot) = (
                         gateway.clone(),
                         shared.clone(),
                         linger.clone(),
                         live.clone(),
+                        slot.clone(),
                     );
-                    let stream = stream.try_clone();
                     std::thread::Builder::new()
                         .name("sgi-conn".into())
                         .spawn(move || {
-                            if let Ok(stream) = stream {
-                                connection(stream, peer, &gateway, &shared, &linger, &slot);
-                            }
+                            connection(socket, peer, &gateway, &shared, &linger, &slot);
                             live.slots.lock().remove(&id);
                             shared.stats.open.fetch_sub(1, SeqCst);
                             shared.stats.workers.fetch_sub(1, SeqCst);
                         })
                 };
-                match spawned {
-                    Ok(_) => {}
-                    Err(e) => {
-                        live.slots.lock().remove(&id);
-                        shared.stats.open.fetch_sub(1, SeqCst);
-                        shared.stats.workers.fetch_sub(1, SeqCst);
-                        shed.reject(
-                            stream,
-                            &linger,
-                            &shared,
-                            &format!("cannot spawn a thread: {e}"),
-                        );
-                    }
+                if let Err(e) = spawned {
+                    live.slots.lock().remove(&id);
+                    shared.stats.open.fetch_sub(1, SeqCst);
+                    shared.stats.workers.fetch_sub(1, SeqCst);
+                    let why = format!("cannot spawn a thread: {e}");
+                    shed.reject(slot.stream.clone(), &linger, &shared, &why);
                 }
             }
         }
@@ -231,18 +223,14 @@ impl DevServer {
 
 /// Serves one connection on its own thread until it closes.
 fn connection<G: Gateway>(
-    stream: TcpStream,
+    socket: Socket,
     peer: SocketAddr,
     gateway: &G,
     shared: &Shared,
     linger: &Linger,
     slot: &Slot,
 ) {
-    let local = stream.local_addr().ok();
-    let socket = match Socket::new(stream, false, shared.config.timeouts.write) {
-        Ok(socket) => socket,
-        Err(_) => return,
-    };
+    let local = socket.tcp.local_addr().ok();
     let ctx = Ctx {
         gateway,
         shared,
@@ -296,7 +284,7 @@ struct Shedding {
 }
 
 impl Shedding {
-    fn reject(&mut self, mut stream: TcpStream, linger: &Linger, shared: &Shared, why: &str) {
+    fn reject(&mut self, stream: Arc<TcpStream>, linger: &Linger, shared: &Shared, why: &str) {
         shared.stats.rejected_connection();
         self.since_warning += 1;
         if self
@@ -320,7 +308,7 @@ impl Shedding {
         response.extend_from_slice(b"\r\n\r\n503 Service Unavailable\n");
         // A fresh socket's send buffer takes this whole; never block the accept loop on it.
         let _ = stream.set_nonblocking(true);
-        let _ = stream.write(&response);
+        let _ = (&*stream).write(&response);
         linger.close(stream);
     }
 }

@@ -43,6 +43,11 @@
 
 pub use http;
 
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod body;
 mod config;
 mod conn;

@@ -19,7 +19,7 @@ const WAKE: Token = Token(usize::MAX);
 
 #[derive(Debug)]
 pub(crate) struct Linger {
-    tx: Option<Sender<TcpStream>>,
+    tx: Option<Sender<Arc<TcpStream>>>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
 }
@@ -42,7 +42,7 @@ impl Linger {
     }
 
     /// Half-closes `stream` and drains it until the client closes or the timeout passes.
-    pub(crate) fn close(&self, stream: TcpStream) {
+    pub(crate) fn close(&self, stream: Arc<TcpStream>) {
         let _ = stream.shutdown(Shutdown::Write);
         if let Some(tx) = &self.tx {
             match tx.try_send(stream) {
@@ -64,9 +64,9 @@ impl Linger {
     }
 }
 
-fn run(mut poll: Poll, rx: Receiver<TcpStream>, timeout: Duration, capacity: usize) {
+fn run(mut poll: Poll, rx: Receiver<Arc<TcpStream>>, timeout: Duration, capacity: usize) {
     let mut events = Events::with_capacity(256);
-    let mut sockets: HashMap<usize, TcpStream> = HashMap::new();
+    let mut sockets: HashMap<usize, Arc<TcpStream>> = HashMap::new();
     let mut deadlines: VecDeque<(Instant, usize)> = VecDeque::new();
     let mut next_token = 0usize;
     let mut scratch = vec![0u8; 16 * 1024];
@@ -86,7 +86,7 @@ fn run(mut poll: Poll, rx: Receiver<TcpStream>, timeout: Duration, capacity: usi
                 continue;
             };
             let done = loop {
-                match stream.read(&mut scratch) {
+                match (&**stream).read(&mut scratch) {
                     Ok(0) => break true,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) trait Transport {
@@ -46,7 +47,8 @@ pub(crate) fn write_all_wait<T: Transport + ?Sized>(
 /// when the mode actually changes.
 #[derive(Debug)]
 pub(crate) struct Socket {
-    pub(crate) tcp: TcpStream,
+    /// Shared so that shutdown can cut a connection a worker still holds.
+    pub(crate) tcp: Arc<TcpStream>,
     nonblocking: bool,
     read_timeout: Option<Duration>,
     /// The last read filled its buffer, so more may be waiting without a new readiness edge.
@@ -64,7 +66,7 @@ impl Socket {
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(write_timeout))?;
         Ok(Socket {
-            tcp,
+            tcp: Arc::new(tcp),
             nonblocking,
             read_timeout: None,
             more: false,
@@ -101,7 +103,7 @@ fn timed_out(e: io::Error) -> io::Error {
 impl Socket {
     fn read_wait_inner(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
         if self.nonblocking {
-            match self.tcp.read(buf) {
+            match (&*self.tcp).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
                 other => return other,
             }
@@ -111,7 +113,7 @@ impl Socket {
             self.tcp.set_read_timeout(Some(timeout))?;
             self.read_timeout = Some(timeout);
         }
-        self.tcp.read(buf).map_err(timed_out)
+        (&*self.tcp).read(buf).map_err(timed_out)
     }
 }
 
@@ -124,7 +126,7 @@ impl Transport for Socket {
 
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.set_nonblocking()?;
-        let result = self.tcp.read(buf);
+        let result = (&*self.tcp).read(buf);
         self.more = matches!(result, Ok(n) if n == buf.len());
         result
     }
@@ -135,24 +137,24 @@ impl Transport for Socket {
 
     fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.set_nonblocking()?;
-        self.tcp.write(buf)
+        (&*self.tcp).write(buf)
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if self.nonblocking {
-            match self.tcp.write_vectored(bufs) {
+            match (&*self.tcp).write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
                 other => return other,
             }
         }
-        self.tcp.write_vectored(bufs).map_err(timed_out)
+        (&*self.tcp).write_vectored(bufs).map_err(timed_out)
     }
 
     fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
         // std copies File -> TcpStream with sendfile(2)/splice(2) on Linux; it needs a
         // blocking socket to report progress correctly.
         self.blocking()?;
-        io::copy(&mut file.take(len), &mut self.tcp).map_err(timed_out)
+        io::copy(&mut file.take(len), &mut &*self.tcp).map_err(timed_out)
     }
 }
 

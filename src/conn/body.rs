@@ -1,12 +1,12 @@
 //! The request body as the gateway reads it: framing decoded, limits enforced, `100 Continue`
 //! sent on the first read that needs the client's bytes.
 
-use std::io::{self, IoSlice};
+use std::io;
 
 use super::Conn;
 use crate::http1::{ChunkedDecoder, Framing, Step};
 use crate::input::Source;
-use crate::transport::{write_all_wait, Transport};
+use crate::transport::Transport;
 use crate::{Config, Error};
 
 #[derive(Debug)]
@@ -86,8 +86,9 @@ impl<T: Transport> BodyReader<'_, T> {
         let conn = &mut *self.conn;
         if conn.body.continue_pending {
             conn.body.continue_pending = false;
-            let mut msg = [IoSlice::new(b"HTTP/1.1 100 Continue\r\n\r\n")];
-            if let Err(e) = write_all_wait(&mut conn.io, &mut msg) {
+            // Behind any pipelined responses still buffered: interim answers keep order too.
+            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if let Err(e) = conn.flush() {
                 return Err(self.fail(BodyError::Io(e.kind())));
             }
         }

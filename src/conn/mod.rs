@@ -68,7 +68,7 @@ pub(crate) struct Ctx<'s, G> {
 pub(crate) struct Conn<T: Transport> {
     pub(crate) io: T,
     pub(crate) buf: ReadBuf,
-    out: Vec<u8>,
+    pub(crate) out: Vec<u8>,
     scanned: usize,
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,

@@ -239,11 +239,24 @@ fn validate_host(headers: &HeaderMap, version: Version) -> Result<(), Error> {
         (None, _) if version == Version::HTTP_11 => {
             Err(Error::BadRequest("HTTP/1.1 request without Host"))
         }
-        (Some(host), None) if !host.is_empty() => http::uri::Authority::try_from(host.as_bytes())
-            .map(drop)
-            .map_err(|_| Error::BadRequest("invalid Host")),
+        (Some(host), None) if !host.is_empty() => valid_host(host.as_bytes())
+            .then_some(())
+            .ok_or(Error::BadRequest("invalid Host")),
         _ => Ok(()),
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2): no userinfo, a port of digits only.
+fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().rposition(|&b| b == b':') {
+        // A colon inside an IPv6 literal is not a port separator.
+        Some(i) if !host[i..].contains(&b']') => (&host[..i], &host[i + 1..]),
+        _ => (host, &b""[..]),
+    };
+    !host.contains(&b'@')
+        && !name.is_empty()
+        && port.iter().all(u8::is_ascii_digit)
+        && http::uri::Authority::try_from(host).is_ok()
 }
 
 fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Error> {
@@ -413,6 +426,16 @@ mod tests {
     #[test]
     fn rejects_two_host_fields() {
         rejects("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    }
+
+    #[test]
+    fn rejects_an_invalid_host() {
+        for host in ["x:port", "user@x", "a b", ":80", "x:8o"] {
+            rejects(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"), 400);
+        }
+        for host in ["x", "x:80", "x:", "127.0.0.1:8000", "[::1]:8080", "[::1]"] {
+            parse(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")).unwrap();
+        }
     }
 
     #[test]

@@ -55,12 +55,18 @@ pub fn plan_response(
     body_len: Option<u64>,
 ) -> ResponsePlan {
     let declared = declared_length(headers);
-    let length_mismatch = matches!((declared, body_len), (Some(d), Some(b)) if d != b);
-    let length = body_len.or(declared);
+    let is_head = method == Method::HEAD;
+    // A HEAD answer's body is never sent, so a declared length (what GET would send) is
+    // the truth for it; otherwise the bytes actually sent decide.
+    let length_mismatch = !is_head && matches!((declared, body_len), (Some(d), Some(b)) if d != b);
+    let length = if is_head {
+        declared.or(body_len)
+    } else {
+        body_len.or(declared)
+    };
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let is_head = method == Method::HEAD;
     let framing = if bodiless_status {
         BodyFraming::None
     } else if let Some(n) = length {
@@ -285,6 +291,17 @@ mod tests {
             Some(13),
         );
         assert_eq!(p.framing, BodyFraming::Length(13));
+    }
+
+    #[test]
+    fn head_sends_the_declared_length_of_an_empty_body() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("13"));
+        let p = plan(Method::HEAD, Version::HTTP_11, 200, &h, Some(0));
+        assert_eq!(
+            (p.framing, p.length_mismatch),
+            (BodyFraming::Length(13), false)
+        );
     }
 
     #[test]

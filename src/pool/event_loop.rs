@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -43,6 +43,8 @@ enum Slot {
         /// When it was last parked (start of its idle time).
         since: Instant,
         readiness: Readiness,
+        /// The socket, also while a worker has the connection: shutdown may have to cut it.
+        stream: Arc<TcpStream>,
     },
     Vacant {
         next_free: usize,
@@ -212,6 +214,7 @@ impl<G: Gateway> Loop<G> {
             return;
         }
         self.slots[token] = Slot::Live {
+            stream: conn.io.tcp.clone(),
             conn: Some(conn),
             since: Instant::now(),
             readiness: Readiness::default(),
@@ -430,8 +433,13 @@ impl<G: Gateway> Loop<G> {
         if self.open > 0 {
             tracing::warn!(
                 connections = self.open,
-                "shutdown deadline passed with requests still running"
+                "shutdown deadline passed; closing connections still being served"
             );
+            for slot in &self.slots {
+                if let Slot::Live { stream, .. } = slot {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
+            }
         }
         Ok(())
     }

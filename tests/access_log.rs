@@ -1,0 +1,146 @@
+//! The access log (target `sgi::access`), captured through a real `tracing` subscriber. This
+//! file has its own test binary because the subscriber is process-wide.
+
+mod support;
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sgi::Request;
+use support::{agent, config, echo, response, start, target, wait_until, Backend};
+
+on_every_backend!(
+    access_log_has_a_line_per_request,
+    access_log_can_be_turned_off,
+    access_log_does_not_change_what_clients_receive,
+);
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process-wide log of `sgi::access` lines, installed on first use.
+fn access_log() -> &'static Captured {
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("sgi::access=info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        log
+    })
+}
+
+/// The logged lines that mention `needle`.
+fn lines_with(needle: &str) -> Vec<String> {
+    let log = access_log().0.lock().unwrap();
+    String::from_utf8_lossy(&log)
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn access_log_has_a_line_per_request(backend: Backend) {
+    access_log();
+    let tag = format!("per-request-{backend:?}");
+    let server = start(backend, config(), echo);
+    let res = response(agent().get(&server.url(&format!("/{tag}/get?q=1"))).call());
+    assert_eq!(res.status(), 200);
+    let mut client = server.connect();
+    client.send(format!(
+        "HEAD /{tag}/head HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /{tag}/post HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    ));
+    assert_eq!(client.head_response().status, 200);
+    assert_eq!(client.response().text(), format!("POST /{tag}/post\nabc"));
+    wait_until("three access lines are logged", || {
+        lines_with(&format!("/{tag}/")).len() == 3
+    });
+    for (method, path) in [("GET", "get?q=1"), ("HEAD", "head"), ("POST", "post")] {
+        let lines = lines_with(&format!("target=/{tag}/{path} "));
+        assert_eq!(lines.len(), 1, "{method} {path}: {lines:?}");
+        let line = &lines[0];
+        assert!(line.contains("sgi::access"), "{line}");
+        assert!(line.contains(&format!("method={method} ")), "{line}");
+        assert!(line.contains("status=200"), "{line}");
+    }
+}
+
+fn access_log_can_be_turned_off(backend: Backend) {
+    access_log();
+    let tag = format!("turned-off-{backend:?}");
+    let quiet = start(backend, config().access_log(false), target);
+    let loud = start(backend, config(), target);
+    let agent = agent();
+    let res = response(agent.get(&quiet.url(&format!("/{tag}/quiet"))).call());
+    assert_eq!(res.into_string().unwrap(), format!("/{tag}/quiet"));
+    // A line from the logging server, after the quiet one answered: the quiet one's line
+    // would be logged by now.
+    let res = response(agent.get(&loud.url(&format!("/{tag}/loud"))).call());
+    assert_eq!(res.status(), 200);
+    wait_until("the loud request is logged", || {
+        !lines_with(&format!("/{tag}/loud")).is_empty()
+    });
+    assert_eq!(lines_with(&format!("/{tag}/quiet")), Vec::<String>::new());
+}
+
+/// What a client receives for a pipelined batch, `Date` lines removed.
+fn transcript(backend: Backend, log: bool) -> String {
+    let server = start(backend, config().access_log(log), |req: Request<'_>| {
+        if req.uri().path() == "/panic" {
+            panic!("a gateway panic the test asked for");
+        }
+        echo(req)
+    });
+    let mut client = server.connect();
+    client.send(
+        "GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+         HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         GET /panic HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let mut other = server.connect();
+    other.send("GET / HTTP/1.1\r\n\r\n");
+    let mut raw = client.read_to_end();
+    raw.extend(other.read_to_end());
+    String::from_utf8_lossy(&raw)
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+        .collect()
+}
+
+fn access_log_does_not_change_what_clients_receive(backend: Backend) {
+    access_log();
+    let logged = transcript(backend, true);
+    let unlogged = transcript(backend, false);
+    assert_eq!(logged, unlogged);
+    // Bodies do not end in a newline: find status lines wherever they start.
+    let statuses: Vec<&str> = logged
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &logged[at..at + 12])
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 500",
+            "HTTP/1.1 400"
+        ],
+        "{logged}"
+    );
+}

@@ -1,0 +1,268 @@
+//! A server's life over real sockets: the addresses and facts it reports, the timeouts that
+//! close stalled connections, concurrency, statistics and graceful shutdown.
+
+mod support;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sgi::{Config, Request, Response, Timeouts};
+use support::{agent, config, environ, response, start, target, wait_until, Backend, Gate};
+
+on_every_backend!(
+    port_zero_binds_a_free_port_and_reports_it,
+    environ_reports_the_peer_and_local_addresses,
+    environ_reports_the_mount_as_script_name,
+    environ_reports_server_name_and_port,
+    serves_connections_concurrently,
+    stats_count_served_and_rejected_requests,
+    closes_an_idle_connection_after_the_idle_timeout,
+    answers_408_when_a_head_stalls_past_the_head_timeout,
+    trickling_a_head_does_not_extend_the_head_timeout,
+    answers_408_when_a_body_stalls_past_the_body_timeout,
+    drops_a_client_that_stops_reading_after_the_write_timeout,
+    shutdown_lets_an_in_flight_request_finish_with_connection_close,
+    shutdown_closes_idle_connections,
+    shutdown_closes_requests_that_outlast_its_deadline,
+);
+
+const SHORT: Duration = Duration::from_millis(300);
+
+/// The test configuration with some timeouts changed.
+fn with_timeouts(change: impl FnOnce(&mut Timeouts)) -> Config {
+    let mut config = config();
+    change(&mut config.timeouts);
+    config
+}
+
+/// A gateway that waits at `gate`, then answers its target.
+fn gated(gate: &Arc<Gate>) -> impl Fn(Request<'_>) -> Response + Send + Sync + 'static {
+    let gate = gate.clone();
+    move |req| {
+        gate.pass();
+        target(req)
+    }
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
+fn port_zero_binds_a_free_port_and_reports_it(backend: Backend) {
+    let server = start(backend, config(), environ);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_ne!(server.addr.port(), 0);
+    assert_eq!(server.handle.local_addr(), server.addr);
+    let res = response(agent().get(&server.url("/")).call());
+    assert_eq!(res.status(), 200);
+    let env = json(res.into_string().unwrap().as_bytes());
+    assert_eq!(env["server_port"], server.addr.port());
+}
+
+fn environ_reports_the_peer_and_local_addresses(backend: Backend) {
+    let server = start(backend, config(), environ);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let env = json(&client.response().body);
+    assert_eq!(env["peer_addr"], client.local_addr().to_string());
+    assert_eq!(env["local_addr"], server.addr.to_string());
+    assert_eq!(env["url_scheme"], "http");
+}
+
+fn environ_reports_the_mount_as_script_name(backend: Backend) {
+    let server = start(backend, config().mount("/api/"), environ);
+    let res = response(agent().get(&server.url("/api/users")).call());
+    assert_eq!(
+        json(res.into_string().unwrap().as_bytes())["script_name"],
+        "/api"
+    );
+}
+
+fn environ_reports_server_name_and_port(backend: Backend) {
+    let server = start(backend, config(), environ);
+    let res = response(agent().get(&server.url("/")).call());
+    let env = json(res.into_string().unwrap().as_bytes());
+    assert_eq!(env["server_name"], "127.0.0.1", "the local IP by default");
+    assert_eq!(env["server_port"], server.addr.port());
+
+    let named = Config {
+        server_name: Some("example.test".into()),
+        ..config()
+    };
+    let server = start(backend, named, environ);
+    let res = response(agent().get(&server.url("/")).call());
+    assert_eq!(
+        json(res.into_string().unwrap().as_bytes())["server_name"],
+        "example.test"
+    );
+}
+
+fn serves_connections_concurrently(backend: Backend) {
+    let gate = Gate::new();
+    let server = start(backend, config(), gated(&gate));
+    let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    // All three are in their gateways at once.
+    gate.wait_for_waiting(3);
+    gate.open();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.response().text(), format!("/{i}"));
+    }
+}
+
+fn stats_count_served_and_rejected_requests(backend: Backend) {
+    let server = start(backend, config(), target);
+    let agent = agent();
+    for _ in 0..2 {
+        assert_eq!(response(agent.get(&server.url("/")).call()).status(), 200);
+    }
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(client.response().status, 400);
+    wait_until("the counters catch up", || {
+        let stats = server.handle.stats();
+        stats.requests_served == 2 && stats.rejected_requests == 1
+    });
+    drop((agent, client));
+    wait_until("every connection is closed", || {
+        server.handle.stats().open_connections == 0
+    });
+}
+
+fn closes_an_idle_connection_after_the_idle_timeout(backend: Backend) {
+    let server = start(backend, config().idle_timeout(SHORT), target);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!client.response().closes());
+    let idle_since = Instant::now();
+    client.expect_closed();
+    assert!(
+        idle_since.elapsed() >= SHORT / 2,
+        "closed after {:?}, before the idle timeout",
+        idle_since.elapsed()
+    );
+}
+
+fn answers_408_when_a_head_stalls_past_the_head_timeout(backend: Backend) {
+    let server = start(backend, with_timeouts(|t| t.head = SHORT), target);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n");
+    let reply = client.response();
+    assert_eq!(reply.status, 408);
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
+}
+
+fn trickling_a_head_does_not_extend_the_head_timeout(backend: Backend) {
+    let server = start(backend, with_timeouts(|t| t.head = SHORT), target);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut trickle = client.try_clone_stream();
+    let started = Instant::now();
+    let trickler = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            // A byte every 50 ms: each read makes progress, the head never ends.
+            while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(5) {
+                if trickle.write_all(b"a").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let reply = client.response();
+    stop.store(true, Relaxed);
+    assert_eq!(reply.status, 408);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "408 came only after {:?}",
+        started.elapsed()
+    );
+    trickler.join().unwrap();
+}
+
+fn answers_408_when_a_body_stalls_past_the_body_timeout(backend: Backend) {
+    let server = start(backend, with_timeouts(|t| t.body = SHORT), support::echo);
+    let mut client = server.connect();
+    client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    let reply = client.response();
+    assert_eq!(reply.status, 408);
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
+}
+
+fn drops_a_client_that_stops_reading_after_the_write_timeout(backend: Backend) {
+    // 256 MiB, made lazily: far more than socket buffers hold.
+    let server = start(
+        backend,
+        with_timeouts(|t| t.write = SHORT),
+        |_req: Request<'_>| {
+            let piece = vec![b'x'; 1 << 20];
+            Response::new(sgi::Body::from_iter(
+                (0..256).map(move |_| Ok(piece.clone().into())),
+            ))
+        },
+    );
+    let mut client = server.connect();
+    client.send("GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The client reads nothing; the server gives up on it instead of blocking for good.
+    wait_until("the server drops the connection", || {
+        let stats = server.handle.stats();
+        stats.requests_served == 1 && stats.open_connections == 0
+    });
+    drop(client);
+}
+
+fn shutdown_lets_an_in_flight_request_finish_with_connection_close(backend: Backend) {
+    let gate = Gate::new();
+    let server = start(backend, config(), gated(&gate));
+    let mut client = server.connect();
+    client.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    gate.wait_for_waiting(1);
+    server.handle.shutdown();
+    assert!(server.handle.is_shutting_down());
+    assert!(
+        !server.has_stopped(),
+        "serve returned with a request in flight"
+    );
+    gate.open();
+    let reply = client.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "/slow"));
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
+    server.stop().expect("serve returns Ok");
+}
+
+fn shutdown_closes_idle_connections(backend: Backend) {
+    let server = start(
+        backend,
+        config().idle_timeout(Duration::from_secs(60)),
+        target,
+    );
+    let mut served = server.connect();
+    served.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!served.response().closes());
+    let mut silent = server.connect();
+    server.handle.shutdown();
+    served.expect_closed();
+    silent.expect_closed();
+    server.stop().expect("serve returns Ok");
+}
+
+fn shutdown_closes_requests_that_outlast_its_deadline(backend: Backend) {
+    let gate = Gate::new();
+    let mut server = start(backend, with_timeouts(|t| t.shutdown = SHORT), gated(&gate));
+    let mut client = server.connect();
+    client.send("GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n");
+    gate.wait_for_waiting(1);
+    server.handle.shutdown();
+    server.join().expect("serve returns Ok");
+    client.expect_closed();
+    gate.open();
+}

@@ -1,0 +1,580 @@
+//! HTTP/1.1 message exchange over real sockets (RFC 9112): persistence, pipelining, the
+//! framing of request and response bodies, interim responses, and what the client sees when
+//! a gateway fails.
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use sgi::http::{header, StatusCode};
+use sgi::{Body, Config, Request, Response};
+use support::{agent, config, echo, response, start, target, Backend};
+
+on_every_backend!(
+    keeps_an_http11_connection_alive,
+    closes_an_http10_connection_by_default,
+    keeps_an_http10_connection_alive_when_asked,
+    honours_connection_close_from_the_client,
+    honours_connection_close_from_the_gateway,
+    closes_after_max_requests_per_connection,
+    pipelined_requests_are_answered_in_order,
+    ignores_empty_lines_before_a_request_line,
+    request_sent_byte_by_byte_is_reassembled,
+    request_body_reaches_the_gateway,
+    chunked_request_body_is_decoded,
+    large_bodies_cross_intact,
+    iterator_body_is_sent_chunked,
+    iterator_body_to_http10_is_delimited_by_close,
+    file_body_is_sent_whole,
+    head_response_has_no_body_but_keeps_content_length,
+    head_response_keeps_the_gateways_content_length,
+    no_body_follows_204_or_304,
+    response_framing_is_decided_by_the_server,
+    responses_carry_a_date_header,
+    expect_100_continue_is_answered_before_the_body,
+    expected_body_left_unread_closes_without_100_continue,
+    ignores_100_continue_from_an_http10_client,
+    interim_100_continue_never_overtakes_an_earlier_pipelined_response,
+    unread_body_is_drained_before_the_next_request,
+    unread_body_too_large_to_drain_closes_after_the_response,
+    gateway_panic_is_answered_500_and_the_server_goes_on,
+    failing_iterator_body_aborts_the_connection,
+    streamed_body_shorter_than_its_content_length_aborts_the_connection,
+);
+
+fn hello(_req: Request<'_>) -> Response {
+    Response::new(Body::from("Hello, World!"))
+}
+
+fn keeps_an_http11_connection_alive(backend: Backend) {
+    let server = start(backend, config(), support::environ);
+    let agent = agent();
+    let first: serde_json::Value = serde_json::from_str(
+        &response(agent.get(&server.url("/")).call())
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let second: serde_json::Value = serde_json::from_str(
+        &response(agent.get(&server.url("/")).call())
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["request_index"], 0);
+    assert_eq!(
+        second["request_index"], 1,
+        "second request on a new connection"
+    );
+    assert_eq!(first["peer_addr"], second["peer_addr"]);
+}
+
+fn closes_an_http10_connection_by_default(backend: Backend) {
+    let server = start(backend, config(), hello);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.0\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "Hello, World!")
+    );
+    assert!(reply.closes(), "{:?}", reply.headers);
+    client.expect_closed();
+}
+
+fn keeps_an_http10_connection_alive_when_asked(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    client.send("GET /one HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let first = client.response();
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+    assert_eq!(first.text(), "/one");
+    client.send("GET /two HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(client.response().text(), "/two");
+}
+
+fn honours_connection_close_from_the_client(backend: Backend) {
+    let server = start(backend, config(), hello);
+    let mut client = server.connect();
+    // A request behind the closing one is not processed (RFC 9112 §9.6).
+    client.send(
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
+         GET /after-close HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let reply = client.response();
+    assert_eq!(reply.status, 200);
+    assert!(reply.closes(), "{:?}", reply.headers);
+    client.expect_closed();
+}
+
+fn honours_connection_close_from_the_gateway(backend: Backend) {
+    let server = start(backend, config(), |_req: Request<'_>| {
+        sgi::http::Response::builder()
+            .header(header::CONNECTION, "close")
+            .body(Body::from("bye"))
+            .unwrap()
+    });
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.text(), "bye");
+    assert!(reply.closes(), "{:?}", reply.headers);
+    client.expect_closed();
+}
+
+fn closes_after_max_requests_per_connection(backend: Backend) {
+    let config = Config {
+        max_requests_per_connection: Some(2),
+        ..config()
+    };
+    let server = start(backend, config, target);
+    let mut client = server.connect();
+    client.send("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!client.response().closes());
+    client.send("GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let last = client.response();
+    assert_eq!(last.text(), "/2");
+    assert!(last.closes(), "{:?}", last.headers);
+    client.expect_closed();
+}
+
+fn pipelined_requests_are_answered_in_order(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    client.send(
+        "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody\
+         GET /3 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(client.response().text(), "GET /1\n");
+    assert_eq!(client.response().text(), "POST /2\nbody");
+    assert_eq!(client.response().text(), "GET /3\n");
+}
+
+fn ignores_empty_lines_before_a_request_line(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    client.send("\r\n\r\nGET /after-blank-lines HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "/after-blank-lines")
+    );
+}
+
+fn request_sent_byte_by_byte_is_reassembled(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    let request = "POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n\
+                   GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+    for byte in request.as_bytes() {
+        client.send([*byte]);
+        // Paced so that the server's reads end at every position; the outcome does not
+        // depend on where they end.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert_eq!(client.response().text(), "POST /slow\nabcde");
+    assert_eq!(client.response().text(), "GET /next\n");
+}
+
+fn request_body_reaches_the_gateway(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let res = response(agent().post(&server.url("/form")).send_string("a=1&b=2"));
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.into_string().unwrap(), "POST /form\na=1&b=2");
+}
+
+fn chunked_request_body_is_decoded(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    // An extension, a trailer field, then a request right behind the body.
+    client.send(
+        "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n6;note=x\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n\
+         GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(client.response().text(), "POST /up\nhello world");
+    assert_eq!(client.response().text(), "GET /next\n");
+}
+
+fn large_bodies_cross_intact(backend: Backend) {
+    let server = start(backend, config(), |mut req: Request<'_>| {
+        let mut body = Vec::new();
+        req.body_mut().read_to_end(&mut body).unwrap();
+        Response::new(Body::from(body))
+    });
+    let sent: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let res = response(agent().post(&server.url("/")).send_bytes(&sent));
+    assert_eq!(res.header("content-length"), Some("3145728"));
+    let mut received = Vec::new();
+    res.into_reader().read_to_end(&mut received).unwrap();
+    assert!(
+        received == sent,
+        "body differs ({} bytes back)",
+        received.len()
+    );
+}
+
+fn pieces(_req: Request<'_>) -> Response {
+    Response::new(Body::from_iter(["a", "bb", "ccc"].map(|s| Ok(s.into()))))
+}
+
+fn iterator_body_is_sent_chunked(backend: Backend) {
+    let server = start(backend, config(), pieces);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(reply.header("content-length"), None);
+    assert_eq!(reply.text(), "abbccc");
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "abbccc", "framing ended cleanly");
+}
+
+fn iterator_body_to_http10_is_delimited_by_close(backend: Backend) {
+    let server = start(backend, config(), pieces);
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(
+        reply.header("transfer-encoding"),
+        None,
+        "HTTP/1.0 has no chunked"
+    );
+    assert_eq!(reply.header("content-length"), None);
+    assert!(reply.closes(), "{:?}", reply.headers);
+    assert_eq!(reply.text(), "abbccc");
+}
+
+fn file_body_is_sent_whole(backend: Backend) {
+    let path = std::env::temp_dir().join(format!(
+        "sgi-file-body-{}-{backend:?}.bin",
+        std::process::id()
+    ));
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(&content))
+        .unwrap();
+    let file = Arc::new(path);
+    let server = start(backend, config(), {
+        let file = file.clone();
+        move |_req: Request<'_>| {
+            Response::new(Body::from_file(std::fs::File::open(&*file).unwrap()).unwrap())
+        }
+    });
+    let agent = agent();
+    for _ in 0..2 {
+        let res = response(agent.get(&server.url("/")).call());
+        assert_eq!(res.header("content-length"), Some("300000"));
+        let mut received = Vec::new();
+        res.into_reader().read_to_end(&mut received).unwrap();
+        assert!(
+            received == content,
+            "file body differs ({} bytes)",
+            received.len()
+        );
+    }
+    let _ = std::fs::remove_file(&*file);
+}
+
+fn head_response_has_no_body_but_keeps_content_length(backend: Backend) {
+    let server = start(backend, config(), hello);
+    let mut client = server.connect();
+    client.send("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.head_response();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-length"), Some("13"));
+    // Had the body been sent, it would stand where the next status line is read.
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "Hello, World!");
+}
+
+fn head_response_keeps_the_gateways_content_length(backend: Backend) {
+    // A gateway may answer HEAD with the GET's Content-Length and no body (as WSGI apps do).
+    let server = start(backend, config(), |req: Request<'_>| {
+        if req.method() == sgi::http::Method::HEAD {
+            sgi::http::Response::builder()
+                .header(header::CONTENT_LENGTH, "13")
+                .body(Body::empty())
+                .unwrap()
+        } else {
+            hello(req)
+        }
+    });
+    let mut client = server.connect();
+    client.send("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.head_response();
+    // RFC 9110 §8.6: a Content-Length on a HEAD response is the length a GET would have got.
+    assert!(
+        matches!(reply.header("content-length"), None | Some("13")),
+        "HEAD answered with {:?}, GET would get 13 bytes",
+        reply.header("content-length")
+    );
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "Hello, World!");
+}
+
+fn no_body_follows_204_or_304(backend: Backend) {
+    let server = start(backend, config(), |req: Request<'_>| {
+        let status = match req.uri().path() {
+            "/204" => StatusCode::NO_CONTENT,
+            "/304" => StatusCode::NOT_MODIFIED,
+            _ => StatusCode::OK,
+        };
+        let mut res = Response::new(Body::from("only for 200"));
+        *res.status_mut() = status;
+        res
+    });
+    let mut client = server.connect();
+    client.send("GET /204 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.status, 204);
+    assert_eq!(
+        reply.header("content-length"),
+        None,
+        "204 has no Content-Length"
+    );
+    assert_eq!(reply.header("transfer-encoding"), None);
+    client.send("GET /304 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.status, 304);
+    assert_eq!(reply.header("transfer-encoding"), None);
+    client.send("GET /200 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "only for 200");
+}
+
+fn response_framing_is_decided_by_the_server(backend: Backend) {
+    let server = start(backend, config(), |_req: Request<'_>| {
+        sgi::http::Response::builder()
+            .header(header::CONTENT_LENGTH, "99")
+            .header(header::TRANSFER_ENCODING, "gzip")
+            .header("x-kept", "yes")
+            .body(Body::from("ok"))
+            .unwrap()
+    });
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.all("content-length"), ["2"]);
+    assert_eq!(reply.header("transfer-encoding"), None);
+    assert_eq!(reply.header("x-kept"), Some("yes"));
+    assert_eq!(reply.text(), "ok");
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "ok");
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 §5.6.7).
+fn is_imf_fixdate(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 29
+        && ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].contains(&&s[..3])
+        && &s[3..5] == ", "
+        && digits(5..7)
+        && [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .contains(&&s[8..11])
+        && digits(12..16)
+        && digits(17..19)
+        && digits(20..22)
+        && digits(23..25)
+        && (b[7], b[11], b[16], b[19], b[22]) == (b' ', b' ', b' ', b':', b':')
+        && &s[25..] == " GMT"
+}
+
+fn responses_carry_a_date_header(backend: Backend) {
+    let server = start(backend, config(), hello);
+    let res = response(agent().get(&server.url("/")).call());
+    let date = res.header("date").expect("a Date on a 200");
+    assert!(is_imf_fixdate(date), "{date:?}");
+    // The server's own answers carry one too.
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.header("date").is_some_and(is_imf_fixdate),
+        "{:?}",
+        reply.headers
+    );
+}
+
+fn expect_100_continue_is_answered_before_the_body(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    client.send(
+        "PUT /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    let interim = client.response();
+    assert_eq!(interim.status, 100);
+    client.send("hello");
+    let reply = client.response();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "PUT /upload\nhello")
+    );
+    assert!(!reply.closes());
+}
+
+fn expected_body_left_unread_closes_without_100_continue(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    client.send(
+        "PUT /ignored HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    // The client never sends the body; the final answer must not wait for it.
+    let reply = client.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "/ignored"));
+    assert!(
+        reply.closes(),
+        "the unsent body cannot be skipped: {:?}",
+        reply.headers
+    );
+    client.expect_closed();
+}
+
+fn ignores_100_continue_from_an_http10_client(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    // An HTTP/1.0 client cannot understand 100 (RFC 9110 §10.1.1): it sends the body at once.
+    client.send("PUT /old HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");
+    let reply = client.response();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "PUT /old\nhello")
+    );
+}
+
+fn interim_100_continue_never_overtakes_an_earlier_pipelined_response(backend: Backend) {
+    let (entered, gateway_entered) = std::sync::mpsc::channel();
+    let server = start(backend, config(), move |req: Request<'_>| {
+        if req.uri().path() == "/b" {
+            let _ = entered.send(());
+        }
+        echo(req)
+    });
+    let mut client = server.connect();
+    client.send(
+        "GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+         PUT /b HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    // The body goes out only once /b's gateway runs, so the server has none of it yet.
+    gateway_entered
+        .recv_timeout(support::PATIENCE)
+        .expect("the gateway for /b runs");
+    client.send("hello");
+    // Responses go in request order (RFC 9112 §9.3.2); a 1xx before /a's final response
+    // would be taken as /a's.
+    let first = client.response();
+    assert_eq!(
+        (first.status, first.text().as_str()),
+        (200, "GET /a\n"),
+        "the first response is /a's"
+    );
+    let mut second = client.response();
+    if second.status == 100 {
+        second = client.response();
+    }
+    assert_eq!(
+        (second.status, second.text().as_str()),
+        (200, "PUT /b\nhello")
+    );
+}
+
+fn unread_body_is_drained_before_the_next_request(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    // Bodies that look like requests: read as requests, they would be answered.
+    let inside = "GET /inside HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.send(format!(
+        "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inside}\
+         POST /second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{inside}\r\n0\r\n\r\n\
+         GET /third HTTP/1.1\r\nHost: x\r\n\r\n",
+        inside.len(),
+        inside.len(),
+    ));
+    for expected in ["/first", "/second", "/third"] {
+        let reply = client.response();
+        assert_eq!(reply.text(), expected);
+        assert!(!reply.closes());
+    }
+}
+
+fn unread_body_too_large_to_drain_closes_after_the_response(backend: Backend) {
+    const LEN: usize = 4 << 20;
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    client.send(format!(
+        "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {LEN}\r\n\r\n"
+    ));
+    let mut upload = client.try_clone_stream();
+    let uploader = std::thread::spawn(move || {
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..LEN / piece.len() {
+            // The server may stop reading and close: that is its right, and ends the upload.
+            if upload.write_all(&piece).is_err() {
+                break;
+            }
+        }
+    });
+    let reply = client.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "/big"));
+    assert!(reply.closes(), "{:?}", reply.headers);
+    client.expect_closed();
+    uploader.join().unwrap();
+}
+
+fn gateway_panic_is_answered_500_and_the_server_goes_on(backend: Backend) {
+    let server = start(backend, config(), |req: Request<'_>| {
+        if req.uri().path() == "/panic" {
+            panic!("a gateway panic the test asked for");
+        }
+        Response::new(Body::from("still here"))
+    });
+    let agent = agent();
+    let res = response(agent.get(&server.url("/panic")).call());
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.header("connection"), Some("close"));
+    let res = response(agent.get(&server.url("/")).call());
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.into_string().unwrap(), "still here");
+}
+
+fn failing_iterator_body_aborts_the_connection(backend: Backend) {
+    let server = start(backend, config(), |_req: Request<'_>| {
+        Response::new(Body::from_iter(vec![
+            Ok("partial".into()),
+            Err(io::Error::other("the database went away")),
+        ]))
+    });
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let raw = client.read_to_end();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n7\r\npartial\r\n"), "{text:?}");
+    assert!(
+        !text.contains("\r\n0\r\n\r\n"),
+        "the body must not look complete: {text:?}"
+    );
+}
+
+fn streamed_body_shorter_than_its_content_length_aborts_the_connection(backend: Backend) {
+    let server = start(backend, config(), |_req: Request<'_>| {
+        sgi::http::Response::builder()
+            .header(header::CONTENT_LENGTH, "10")
+            .body(Body::from_iter(vec![Ok("only4".into())]))
+            .unwrap()
+    });
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    match client.try_response(false) {
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}"),
+        Ok(reply) => panic!("a short body passed for a whole one: {reply:?}"),
+    }
+}

@@ -1,0 +1,224 @@
+//! The in-process [`TestClient`]: the server's own semantics (framing, `HEAD`, `Date`, error
+//! answers) without a socket.
+
+mod support;
+
+use sgi::http::StatusCode;
+use sgi::{Body, Config, Request, Response, TestClient};
+use support::{echo, environ, target};
+
+fn hello(_req: Request<'_>) -> Response {
+    Response::new(Body::from("Hello, World!"))
+}
+
+fn pieces(_req: Request<'_>) -> Response {
+    Response::new(Body::from_iter(["a", "bb", "ccc"].map(|s| Ok(s.into()))))
+}
+
+fn text(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+#[test]
+fn head_request_has_no_body_but_keeps_content_length() {
+    let res = TestClient::new(hello).head("/").send();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], "13");
+    assert!(res.body().is_empty());
+    // On the wire too: the next response starts right after the head.
+    let out = text(
+        &TestClient::new(hello)
+            .raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
+    let heads: Vec<&str> = out.split("\r\n\r\n").collect();
+    assert!(heads[1].starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert_eq!(heads[2], "Hello, World!");
+}
+
+#[test]
+fn iterator_body_is_sent_chunked() {
+    let res = TestClient::new(pieces).get("/").send();
+    assert_eq!(res.headers()["transfer-encoding"], "chunked");
+    assert!(res.headers().get("content-length").is_none());
+    assert_eq!(res.body(), "abbccc");
+    let out = text(&TestClient::new(pieces).raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert!(
+        out.ends_with("\r\n\r\n1\r\na\r\n2\r\nbb\r\n3\r\nccc\r\n0\r\n\r\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn iterator_body_to_http10_is_delimited_by_close() {
+    let res = TestClient::new(pieces).get("/").http10().send();
+    assert!(res.headers().get("transfer-encoding").is_none());
+    assert_eq!(res.headers()["connection"], "close");
+    assert_eq!(res.body(), "abbccc");
+}
+
+#[test]
+fn no_body_follows_204_or_304() {
+    let client = TestClient::new(|req: Request<'_>| {
+        let mut res = Response::new(Body::from("only for 200"));
+        *res.status_mut() = match req.uri().path() {
+            "/204" => StatusCode::NO_CONTENT,
+            "/304" => StatusCode::NOT_MODIFIED,
+            _ => StatusCode::OK,
+        };
+        res
+    });
+    let res = client.get("/204").send();
+    assert_eq!(res.status(), 204);
+    assert!(res.headers().get("content-length").is_none());
+    let out = text(&client.raw(
+        b"GET /204 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /304 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /200 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    let parts: Vec<&str> = out.split("\r\n\r\n").collect();
+    assert!(
+        parts[0].starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{out:?}"
+    );
+    assert!(
+        parts[1].starts_with("HTTP/1.1 304 Not Modified\r\n"),
+        "{out:?}"
+    );
+    assert!(parts[2].starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert_eq!(parts[3], "only for 200");
+}
+
+#[test]
+fn responses_carry_a_date_header() {
+    let res = TestClient::new(hello).get("/").send();
+    let date = res.headers()["date"].to_str().unwrap();
+    assert!(date.ends_with(" GMT") && date.len() == 29, "{date:?}");
+}
+
+#[test]
+fn request_headers_and_body_reach_the_gateway() {
+    let client = TestClient::new(|mut req: Request<'_>| {
+        let tags: Vec<_> = req
+            .headers()
+            .get_all("x-tag")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let mut body = String::new();
+        std::io::Read::read_to_string(req.body_mut(), &mut body).unwrap();
+        Response::new(Body::from(format!("{} {body}", tags.join(","))))
+    });
+    let res = client
+        .put("/")
+        .header("X-Tag", "a")
+        .header("X-Tag", "b")
+        .body("payload")
+        .send();
+    assert_eq!(res.body(), "a,b payload");
+}
+
+#[test]
+fn chunked_request_body_is_decoded() {
+    let res = TestClient::new(echo)
+        .post("/up")
+        .header("Transfer-Encoding", "chunked")
+        .body("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .send();
+    assert_eq!(res.body(), "POST /up\nhello world");
+}
+
+#[test]
+fn expect_100_continue_ends_in_the_final_response() {
+    let res = TestClient::new(echo)
+        .put("/up")
+        .header("Expect", "100-continue")
+        .body("hello")
+        .send();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.body(), "PUT /up\nhello");
+}
+
+#[test]
+fn http10_requests_reach_the_gateway_as_http10() {
+    let client = TestClient::new(|req: Request<'_>| {
+        Response::new(Body::from(format!("{:?}", req.version())))
+    });
+    assert_eq!(client.get("/").http10().send().body(), "HTTP/1.0");
+    assert_eq!(client.get("/").send().body(), "HTTP/1.1");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let out = text(&TestClient::new(target).raw(
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /2 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
+    let bodies: Vec<&str> = out
+        .split("HTTP/1.1 200 OK\r\n")
+        .skip(1)
+        .map(|res| res.split("\r\n\r\n").nth(1).unwrap())
+        .collect();
+    assert_eq!(bodies, ["/1", "/2", "/3"], "{out:?}");
+}
+
+#[test]
+fn environ_has_the_test_client_defaults() {
+    let env: serde_json::Value =
+        serde_json::from_slice(TestClient::new(environ).get("/").send().body()).unwrap();
+    assert_eq!(env["peer_addr"], serde_json::Value::Null);
+    assert_eq!(env["local_addr"], serde_json::Value::Null);
+    assert_eq!(env["server_name"], "localhost");
+    assert_eq!(env["server_port"], 80);
+    assert_eq!(env["script_name"], "");
+    assert_eq!(env["url_scheme"], "http");
+}
+
+#[test]
+fn environ_reports_the_configured_mount() {
+    let client = TestClient::with_config(environ, Config::default().mount("/api"));
+    let env: serde_json::Value =
+        serde_json::from_slice(client.get("/api/x").send().body()).unwrap();
+    assert_eq!(env["script_name"], "/api");
+}
+
+#[test]
+fn answers_400_for_a_request_without_host_and_reads_no_further() {
+    let out = text(
+        &TestClient::new(target)
+            .raw(b"GET /bad HTTP/1.1\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out:?}");
+    assert!(out.contains("\r\nconnection: close\r\n"), "{out:?}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out:?}");
+}
+
+#[test]
+fn answers_400_for_a_truncated_head() {
+    let out = text(&TestClient::new(target).raw(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out:?}");
+}
+
+#[test]
+fn answers_413_for_a_body_over_max_body() {
+    let client = TestClient::with_config(echo, Config::default().max_body(Some(4)));
+    assert_eq!(client.post("/").body("too long").send().status(), 413);
+    let chunked = client
+        .post("/")
+        .header("Transfer-Encoding", "chunked")
+        .body("3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
+        .send();
+    assert_eq!(chunked.status(), 413);
+    assert_eq!(chunked.headers()["connection"], "close");
+}
+
+#[test]
+fn answers_500_when_the_gateway_panics() {
+    let res = TestClient::new(|_req: Request<'_>| -> Response {
+        panic!("a gateway panic the test asked for")
+    })
+    .get("/")
+    .send();
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.headers()["connection"], "close");
+}
