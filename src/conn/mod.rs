@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use http::{Response as HttpResponse, StatusCode, Version};
 
-use crate::http1::{find_head_end, parse_request_head, Framing, RequestHead};
+use crate::http1::{find_head_end, parse_head_exact, parse_request_head, Framing, RequestHead};
 use crate::server::Shared;
 use crate::transport::Transport;
 use crate::{Body, Environ, Error, Gateway, Input, Response, Scheme};
@@ -70,6 +70,8 @@ pub(crate) struct Conn<T: Transport> {
     pub(crate) buf: ReadBuf,
     pub(crate) out: Vec<u8>,
     scanned: usize,
+    /// The length of the complete head at the front of `buf`, once found.
+    head_len: Option<usize>,
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,
     served: u64,
@@ -85,6 +87,7 @@ impl<T: Transport> Conn<T> {
             buf: ReadBuf::default(),
             out: Vec::new(),
             scanned: 0,
+            head_len: None,
             head_started: None,
             served: 0,
             peer,
@@ -97,8 +100,11 @@ impl<T: Transport> Conn<T> {
         self.peer
     }
 
-    /// Classifies the buffered bytes.
+    /// Classifies the buffered bytes (a found head is remembered until it is served).
     pub(crate) fn head(&mut self, shared: &Shared) -> Head {
+        if self.head_len.is_some() {
+            return Head::Ready;
+        }
         if self.buf.is_empty() {
             self.scanned = 0;
             return Head::Empty;
@@ -106,7 +112,11 @@ impl<T: Transport> Conn<T> {
         self.head_started.get_or_insert_with(Instant::now);
         match find_head_end(self.buf.filled(), &mut self.scanned, &shared.config.limits) {
             Ok(None) => Head::Partial,
-            Ok(Some(_)) | Err(_) => Head::Ready,
+            Ok(Some(len)) => {
+                self.head_len = Some(len);
+                Head::Ready
+            }
+            Err(_) => Head::Ready,
         }
     }
 
@@ -115,6 +125,9 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn read_available(&mut self, shared: &Shared) -> io::Result<bool> {
         let max = shared.config.limits.max_head + 1;
         loop {
+            if self.head_len.is_some() {
+                return Ok(true);
+            }
             match self
                 .buf
                 .read_with(&mut self.io, max, |io, b| io.read_now(b))
@@ -185,7 +198,12 @@ impl<T: Transport> Conn<T> {
         let config = &shared.config;
         let started = self.head_started.take().unwrap_or_else(Instant::now);
         self.scanned = 0;
-        let head = match parse_request_head(self.buf.filled(), &config.limits) {
+        let filled = self.buf.filled();
+        let parsed = match self.head_len.take() {
+            Some(len) => parse_head_exact(&filled[..len], &config.limits).map(Some),
+            None => parse_request_head(filled, &config.limits),
+        };
+        let head = match parsed {
             Ok(Some(head)) => head,
             // Only a head over its limit is "ready" yet incomplete.
             Ok(None) => return self.reject(ctx, Error::HeadTooLarge),
@@ -236,14 +254,17 @@ impl<T: Transport> Conn<T> {
         *request.version_mut() = version;
         *request.headers_mut() = headers;
         request.extensions_mut().insert(environ);
-        let (response, panicked) =
-            match catch_unwind(AssertUnwindSafe(|| ctx.gateway.call(request))) {
-                Ok(response) => (response, false),
-                Err(_) => {
-                    tracing::error!(peer = ?reader.conn.peer, "gateway panicked; answering 500");
-                    (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
-                }
-            };
+        // One span per request around the gateway, so its own events carry the request.
+        let span =
+            tracing::info_span!("request", method = %request.method(), target = %request.uri());
+        let call = || span.in_scope(|| ctx.gateway.call(request));
+        let (response, panicked) = match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(response) => (response, false),
+            Err(_) => {
+                tracing::error!(peer = ?reader.conn.peer, "gateway panicked; answering 500");
+                (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
+            }
+        };
 
         // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
         let (response, mut close) = match reader.conn.body.error {

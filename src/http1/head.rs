@@ -2,6 +2,8 @@
 //! `http` crate's types. Everything that could let a request be read two ways (smuggling) is
 //! rejected here, before a gateway sees the request.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
@@ -113,24 +115,30 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     let Some(len) = find_head_end(buf, &mut scanned, limits)? else {
         return Ok(None);
     };
-    let head = &buf[..len];
+    parse_head_exact(&buf[..len], limits).map(Some)
+}
+
+/// Parses `head`, known to be exactly one complete head (see [`find_head_end`]).
+pub(crate) fn parse_head_exact(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
     const STACK: usize = 128;
     if limits.max_headers < STACK {
-        let mut storage = [httparse::EMPTY_HEADER; STACK];
-        parse_complete(head, &mut storage[..limits.max_headers], limits).map(Some)
+        // Left uninitialized: httparse writes only the fields it finds.
+        let mut storage = [const { MaybeUninit::uninit() }; STACK];
+        parse_complete(head, &mut storage[..limits.max_headers], limits)
     } else {
-        let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        parse_complete(head, &mut storage, limits).map(Some)
+        let mut storage = Vec::with_capacity(limits.max_headers);
+        storage.resize_with(limits.max_headers, MaybeUninit::uninit);
+        parse_complete(head, &mut storage, limits)
     }
 }
 
 fn parse_complete<'b>(
     head: &'b [u8],
-    storage: &mut [httparse::Header<'b>],
+    storage: &mut [MaybeUninit<httparse::Header<'b>>],
     limits: &Limits,
 ) -> Result<RequestHead, Error> {
-    let mut req = httparse::Request::new(storage);
-    let len = match req.parse(head) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(head, storage) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(Error::BadRequest("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
@@ -144,14 +152,22 @@ fn parse_complete<'b>(
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
         .map_err(|_| Error::BadRequest("invalid method"))?;
     let target = req.path.unwrap_or("");
-    let uri = parse_target(&method, target)?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
         _ => return Err(Error::UnsupportedVersion),
     };
 
+    // One copy of the head backs the target and every field value (no allocation each).
+    let shared = Bytes::copy_from_slice(&head[..len]);
+    let slice = |part: &[u8]| {
+        let at = part.as_ptr() as usize - head.as_ptr() as usize;
+        shared.slice(at..at + part.len())
+    };
+    let uri = parse_target(&method, target, slice(target.as_bytes()))?;
+
     let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut facts = Facts::default();
     for field in req.headers.iter() {
         // The whole field line as sent, CRLF included (name and value point into `head`).
         let line =
@@ -166,23 +182,21 @@ fn parse_complete<'b>(
         }
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::BadRequest("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
+        let value = HeaderValue::from_maybe_shared(slice(field.value))
             .map_err(|_| Error::BadRequest("invalid header value"))?;
+        if name == header::HOST {
+            facts.host = Some(slice(field.value));
+        }
+        facts.observe(&name, &value)?;
         headers.append(name, value);
     }
-
-    validate_host(&headers, version)?;
-    if headers
-        .get_all(header::CONTENT_TYPE)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
+    let framing = facts.framing(version)?;
+    facts.validate_host(version)?;
+    if facts.content_types > 1 {
         return Err(Error::BadRequest("more than one Content-Type field"));
     }
-    let framing = framing(&headers, version)?;
-    let keep_alive = keep_alive(&headers, version);
-    let expect_continue = expectation(&headers, version)?;
+    let expect_continue = facts.expect_continue(version)?;
+    let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
     Ok(RequestHead {
         method,
         uri,
@@ -193,6 +207,135 @@ fn parse_complete<'b>(
         expect_continue,
         len,
     })
+}
+
+/// What the semantic checks need from the fields, gathered in the one pass that builds the
+/// header map (no lookups afterwards).
+#[derive(Default)]
+struct Facts {
+    hosts: usize,
+    host: Option<Bytes>,
+    content_length: Option<u64>,
+    content_lengths: usize,
+    /// Transfer codings seen, how many were `chunked`, and whether the last one was.
+    codings: usize,
+    chunked: usize,
+    last_chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    expects: usize,
+    expect_100: bool,
+    content_types: usize,
+}
+
+impl Facts {
+    fn observe(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Error> {
+        let bytes = value.as_bytes();
+        if name == header::HOST {
+            self.hosts += 1;
+        } else if name == header::CONTENT_LENGTH {
+            // Plain digits only: the list form (`5, 5`) is refused too, as peers read it apart.
+            if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+                return Err(Error::BadRequest("invalid Content-Length"));
+            }
+            let n = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Error::BadRequest("Content-Length out of range"))?;
+            if self.content_length.is_some_and(|prev| prev != n) {
+                return Err(Error::BadRequest("conflicting Content-Length"));
+            }
+            self.content_length = Some(n);
+            self.content_lengths += 1;
+        } else if name == header::TRANSFER_ENCODING {
+            let before = self.codings;
+            for item in bytes
+                .split(|&b| b == b',')
+                .map(trim_ows)
+                .filter(|i| !i.is_empty())
+            {
+                self.codings += 1;
+                self.last_chunked = item.eq_ignore_ascii_case(b"chunked");
+                self.chunked += usize::from(self.last_chunked);
+            }
+            if self.codings == before {
+                // A field naming no coding still makes the framing unreadable.
+                self.codings += 1;
+                self.last_chunked = false;
+            }
+        } else if name == header::CONNECTION {
+            for item in bytes.split(|&b| b == b',').map(trim_ows) {
+                self.close |= item.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= item.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            self.expects += 1;
+            self.expect_100 = trim_ows(bytes).eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::CONTENT_TYPE {
+            self.content_types += 1;
+        }
+        Ok(())
+    }
+
+    fn framing(&self, version: Version) -> Result<Framing, Error> {
+        match (self.codings > 0, self.content_lengths > 0) {
+            (true, true) => Err(Error::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            )),
+            (true, false) if version == Version::HTTP_10 => Err(Error::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            )),
+            // Only `chunked` is decoded; it must come last and once (RFC 9112 §6.1, §6.3).
+            (true, false) if !self.last_chunked => Err(Error::BadRequest(
+                "Transfer-Encoding does not end in chunked",
+            )),
+            (true, false) if self.chunked > 1 => {
+                Err(Error::BadRequest("chunked applied more than once"))
+            }
+            (true, false) if self.codings > 1 => Err(Error::UnsupportedCoding),
+            (true, false) => Ok(Framing::Chunked),
+            (false, _) => Ok(match self.content_length {
+                Some(0) | None => Framing::None,
+                Some(n) => Framing::Length(n),
+            }),
+        }
+    }
+
+    fn validate_host(&self, version: Version) -> Result<(), Error> {
+        match (self.hosts, &self.host) {
+            (2.., _) => Err(Error::BadRequest("more than one Host field")),
+            (0, _) if version == Version::HTTP_11 => {
+                Err(Error::BadRequest("HTTP/1.1 request without Host"))
+            }
+            (_, Some(host)) if !host.is_empty() && !valid_host(host.clone()) => {
+                Err(Error::BadRequest("invalid Host"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn expect_continue(&self, version: Version) -> Result<bool, Error> {
+        match self.expects {
+            0 => Ok(false),
+            // An HTTP/1.0 client cannot understand 100 Continue (RFC 9110 §10.1.1).
+            1 if self.expect_100 => Ok(version == Version::HTTP_11),
+            _ => Err(Error::ExpectationFailed),
+        }
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 §3.2): no userinfo, a port of digits only.
+fn valid_host(value: Bytes) -> bool {
+    let host = &value[..];
+    let (name, port) = match host.iter().rposition(|&b| b == b':') {
+        // A colon inside an IPv6 literal is not a port separator.
+        Some(i) if !host[i..].contains(&b']') => (&host[..i], &host[i + 1..]),
+        _ => (host, &b""[..]),
+    };
+    !host.contains(&b'@')
+        && !name.is_empty()
+        && port.iter().all(u8::is_ascii_digit)
+        && http::uri::Authority::from_maybe_shared(value.clone()).is_ok()
 }
 
 /// `505` for a well-formed version we do not speak, `400` for garbage in its place.
@@ -212,7 +355,7 @@ fn version_error(head: &[u8]) -> Error {
     }
 }
 
-fn parse_target(method: &Method, target: &str) -> Result<Uri, Error> {
+fn parse_target(method: &Method, target: &str, bytes: Bytes) -> Result<Uri, Error> {
     let valid_form = match target.as_bytes().first() {
         Some(b'/') => true,
         Some(b'*') => target == "*" && method == Method::OPTIONS,
@@ -224,133 +367,12 @@ fn parse_target(method: &Method, target: &str) -> Result<Uri, Error> {
     if !valid_form || target.contains('#') || !target.is_ascii() {
         return Err(Error::BadRequest("invalid request target"));
     }
-    let uri = Uri::from_maybe_shared(Bytes::copy_from_slice(target.as_bytes()))
-        .map_err(|_| Error::BadRequest("invalid request target"))?;
+    let uri =
+        Uri::from_maybe_shared(bytes).map_err(|_| Error::BadRequest("invalid request target"))?;
     if method == Method::CONNECT && (uri.authority().is_none() || uri.scheme().is_some()) {
         return Err(Error::BadRequest("CONNECT needs an authority-form target"));
     }
     Ok(uri)
-}
-
-fn validate_host(headers: &HeaderMap, version: Version) -> Result<(), Error> {
-    let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(Error::BadRequest("more than one Host field")),
-        (None, _) if version == Version::HTTP_11 => {
-            Err(Error::BadRequest("HTTP/1.1 request without Host"))
-        }
-        (Some(host), None) if !host.is_empty() => valid_host(host.as_bytes())
-            .then_some(())
-            .ok_or(Error::BadRequest("invalid Host")),
-        _ => Ok(()),
-    }
-}
-
-/// `uri-host [ ":" port ]` (RFC 9112 §3.2): no userinfo, a port of digits only.
-fn valid_host(host: &[u8]) -> bool {
-    let (name, port) = match host.iter().rposition(|&b| b == b':') {
-        // A colon inside an IPv6 literal is not a port separator.
-        Some(i) if !host[i..].contains(&b']') => (&host[..i], &host[i + 1..]),
-        _ => (host, &b""[..]),
-    };
-    !host.contains(&b'@')
-        && !name.is_empty()
-        && port.iter().all(u8::is_ascii_digit)
-        && http::uri::Authority::try_from(host).is_ok()
-}
-
-fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, Error> {
-    let has_te = headers.contains_key(header::TRANSFER_ENCODING);
-    let has_cl = headers.contains_key(header::CONTENT_LENGTH);
-    if has_te && has_cl {
-        return Err(Error::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    if has_te {
-        if version == Version::HTTP_10 {
-            return Err(Error::BadRequest(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
-        }
-        return transfer_coding(headers);
-    }
-    if !has_cl {
-        return Ok(Framing::None);
-    }
-    // Plain digits only: the list form (`5, 5`) is refused too, as some peers read it apart.
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let digits = value.as_bytes();
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(Error::BadRequest("invalid Content-Length"));
-        }
-        let n = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(Error::BadRequest("Content-Length out of range"))?;
-        match length {
-            Some(prev) if prev != n => return Err(Error::BadRequest("conflicting Content-Length")),
-            _ => length = Some(n),
-        }
-    }
-    Ok(match length {
-        Some(0) | None => Framing::None,
-        Some(n) => Framing::Length(n),
-    })
-}
-
-/// Only `chunked` is decoded; it must come last and once (RFC 9112 §6.1, §6.3).
-fn transfer_coding(headers: &HeaderMap) -> Result<Framing, Error> {
-    let mut codings = Vec::new();
-    for value in headers.get_all(header::TRANSFER_ENCODING) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = trim_ows(item);
-            if !item.is_empty() {
-                codings.push(item);
-            }
-        }
-    }
-    let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
-    match codings.last() {
-        Some(last) if chunked(last) => {}
-        _ => {
-            return Err(Error::BadRequest(
-                "Transfer-Encoding does not end in chunked",
-            ))
-        }
-    }
-    if codings.iter().filter(|c| chunked(c)).count() > 1 {
-        return Err(Error::BadRequest("chunked applied more than once"));
-    }
-    if codings.len() > 1 {
-        return Err(Error::UnsupportedCoding);
-    }
-    Ok(Framing::Chunked)
-}
-
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let (mut close, mut keep) = (false, false);
-    for value in headers.get_all(header::CONNECTION) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = trim_ows(item);
-            close |= item.eq_ignore_ascii_case(b"close");
-            keep |= item.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    !close && (version == Version::HTTP_11 || keep)
-}
-
-fn expectation(headers: &HeaderMap, version: Version) -> Result<bool, Error> {
-    let mut values = headers.get_all(header::EXPECT).iter();
-    match (values.next(), values.next()) {
-        (None, _) => Ok(false),
-        (Some(v), None) if trim_ows(v.as_bytes()).eq_ignore_ascii_case(b"100-continue") => {
-            // An HTTP/1.0 client cannot understand 100 Continue (RFC 9110 §10.1.1).
-            Ok(version == Version::HTTP_11)
-        }
-        _ => Err(Error::ExpectationFailed),
-    }
 }
 
 pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {

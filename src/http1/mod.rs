@@ -18,6 +18,7 @@ mod head;
 mod response;
 
 pub use chunked::{ChunkedDecoder, Step};
+pub(crate) use head::parse_head_exact;
 pub use head::{find_head_end, parse_request_head, Framing, RequestHead};
 pub(crate) use response::append_hex;
 pub use response::{plan_response, write_response_head, BodyFraming, ResponsePlan};

@@ -29,6 +29,8 @@ pub(crate) const WAKE: Token = Token(usize::MAX - 2);
 const TICK: Duration = Duration::from_millis(100);
 /// Recycled read buffers kept for connections that wake up.
 const SPARE_BUFFERS: usize = 256;
+/// Ready requests the job queue holds per worker before the loop keeps the rest itself.
+const QUEUE_PER_WORKER: usize = 64;
 
 /// Set by the loop when a connection turns readable while a worker has it, so the worker
 /// wakes the loop when it hands the connection back. Otherwise a worker hands back a
@@ -83,7 +85,9 @@ pub(crate) fn run<G: Gateway>(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     shared.set_waker(waker.clone());
-    let (jobs, job_rx) = crossbeam_channel::bounded(size * 4);
+    // Room for every request a busy server has ready, so workers rarely find it full and
+    // overflow (which makes every returning worker wake the loop) stays rare.
+    let (jobs, job_rx) = crossbeam_channel::bounded(QUEUE_PER_WORKER * size);
     let (done_tx, done) = crossbeam_channel::unbounded();
     let workers = Workers::start(size, gateway, shared.clone(), job_rx, done_tx, waker)?;
     listener.set_nonblocking(true)?;
