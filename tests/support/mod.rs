@@ -72,8 +72,12 @@ pub fn start<G: Gateway>(backend: Backend, config: Config, gateway: G) -> Runnin
             )
         }
         Backend::Pool => {
-            // A small pool, so tests also see work queueing behind busy workers.
-            let server = PoolServer::bind_with("127.0.0.1:0", config.workers(4)).expect("bind");
+            // A small pool unless the test sets one, so work also queues behind busy workers.
+            let config = match config.workers {
+                Some(_) => config,
+                None => config.workers(4),
+            };
+            let server = PoolServer::bind_with("127.0.0.1:0", config).expect("bind");
             (
                 server.local_addr(),
                 server.handle(),

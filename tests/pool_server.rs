@@ -1,0 +1,426 @@
+//! What only the pool server promises, at a scale CI can afford: idle and half-read
+//! connections wait in the event loop without a thread, a small pool serves many
+//! connections, a panicking or stuck gateway costs no capacity, graceful shutdown loses no
+//! request already read, and accept pauses at the connection cap.
+//!
+//! Every wait is bounded: raw sockets time out after [`PATIENCE`], conditions are polled
+//! until a deadline, and the one check for an absence (no answer over the cap) waits a fixed
+//! short time.
+
+mod support;
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use sgi::{Body, Config, Gateway, Handle, PoolServer, Request, Response, Timeouts};
+use support::{config, target, wait_until, Gate, RawClient, PATIENCE};
+
+/// How long a fresh request may take while the pool is under the test's load.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// A pool server on its own thread with the pool size the test asks for (support's `start`
+/// fixes it at 4); dropping it shuts the server down.
+struct Pool {
+    addr: SocketAddr,
+    handle: Handle,
+    serving: Option<JoinHandle<io::Result<()>>>,
+}
+
+fn serve<G: Gateway>(config: Config, gateway: G) -> Pool {
+    let server = PoolServer::bind_with("127.0.0.1:0", config).expect("bind");
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let serving = std::thread::Builder::new()
+        .name("test-serve".into())
+        .spawn(move || server.serve(gateway))
+        .expect("spawn the serving thread");
+    Pool {
+        addr,
+        handle,
+        serving: Some(serving),
+    }
+}
+
+impl Pool {
+    fn connect(&self) -> RawClient {
+        RawClient::connect(self.addr)
+    }
+
+    /// Whether `serve` has returned.
+    fn has_stopped(&self) -> bool {
+        self.serving.as_ref().map_or(true, |t| t.is_finished())
+    }
+
+    /// Waits (within [`PATIENCE`]) for `serve` to return, and returns its result.
+    fn join(&mut self) -> io::Result<()> {
+        let Some(serving) = self.serving.take() else {
+            return Ok(());
+        };
+        wait_until("serve returns", || serving.is_finished());
+        match serving.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(serving) = self.serving.take() {
+            // Bounded, and never a second panic: a failed test keeps its own message.
+            let deadline = Instant::now() + PATIENCE;
+            while !serving.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+/// As many connections as the test wants, fewer if the file descriptor limit is low: each
+/// costs two descriptors in this process (client and server end), and the tests of this
+/// file run side by side.
+fn affordable(wanted: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(1024);
+    wanted.min(soft / 10)
+}
+
+/// Threads in this process now (the server runs in it).
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
+}
+
+/// Sends one request on a new connection and reads its answer; panics past [`PROMPT`].
+fn answered_promptly(pool: &Pool, path: &str) {
+    let started = Instant::now();
+    let mut client = pool.connect();
+    client.send(get(path));
+    let reply = client.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, path));
+    assert!(
+        started.elapsed() < PROMPT,
+        "{path} took {:?} (over {PROMPT:?})",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn idle_keep_alive_connections_hold_no_thread() {
+    const WORKERS: usize = 4;
+    let n = affordable(500);
+    let before = threads();
+    let pool = serve(config().workers(WORKERS), target);
+    let mut idle: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for (i, client) in idle.iter_mut().enumerate() {
+        client.send(get(&format!("/{i}")));
+    }
+    for (i, client) in idle.iter_mut().enumerate() {
+        let reply = client.response();
+        assert_eq!(reply.status, 200);
+        assert!(!reply.closes(), "{reply:?}");
+        assert_eq!(reply.text(), format!("/{i}"));
+    }
+    wait_until("every answered connection idles in the loop", || {
+        let stats = pool.handle.stats();
+        stats.open_connections == n && stats.busy_workers == 0
+    });
+    let stats = pool.handle.stats();
+    assert_eq!(stats.workers, WORKERS, "{stats:?}");
+    assert_eq!(stats.idle_connections, n, "{stats:?}");
+    assert_eq!(stats.active_connections, 0, "{stats:?}");
+    // Other tests of this binary start servers meanwhile; a thread per connection would
+    // still stand out.
+    let grown = threads().saturating_sub(before);
+    assert!(
+        grown < WORKERS + n / 2,
+        "{grown} more threads with {n} idle connections and {WORKERS} workers"
+    );
+    answered_promptly(&pool, "/fresh");
+    assert_eq!(pool.handle.stats().workers, WORKERS);
+    drop(idle);
+}
+
+#[test]
+fn slowloris_heads_never_reach_a_worker() {
+    let head = Duration::from_secs(1);
+    let n = affordable(300);
+    let pool = serve(
+        config().workers(2).timeouts(Timeouts {
+            head,
+            ..config().timeouts
+        }),
+        target,
+    );
+    let started = Instant::now();
+    let mut stalled: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for client in &mut stalled {
+        client.send("GET /slow HTTP/1.1\r\nHost: x\r\nX-Never: end");
+    }
+    wait_until("the loop holds every stalled connection", || {
+        pool.handle.stats().open_connections == n
+    });
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.busy_workers, stats.queued_requests),
+        (0, 0),
+        "{stats:?}"
+    );
+
+    for i in 0..50 {
+        answered_promptly(&pool, &format!("/fresh/{i}"));
+    }
+
+    // Only the loop answers a half-read head with 408 (a worker would see a complete one).
+    for client in &mut stalled {
+        let reply = client.response();
+        assert_eq!(reply.status, 408, "{reply:?}");
+        assert!(reply.closes(), "{reply:?}");
+        client.expect_closed();
+    }
+    let waited = started.elapsed();
+    assert!(waited >= head, "408 before the head timeout: {waited:?}");
+    assert!(
+        waited < head + Duration::from_secs(3),
+        "408 only after {waited:?} (head timeout {head:?})"
+    );
+    wait_until("the stalled connections are gone", || {
+        pool.handle.stats().open_connections == 0
+    });
+}
+
+#[test]
+fn graceful_shutdown_during_load_loses_no_request() {
+    // More requests than the job queue holds (64 per worker today), so some wait in the
+    // loop's own queue when shutdown comes.
+    const WORKERS: usize = 2;
+    let n = affordable(200);
+    let gate = Gate::new();
+    let mut pool = serve(config().workers(WORKERS), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            gate.pass();
+            std::thread::sleep(Duration::from_millis(5));
+            target(req)
+        }
+    });
+    let mut clients: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(get(&format!("/{i}")));
+    }
+    // Shut down only once the loop has read every request: some run, the rest queue.
+    gate.wait_for_waiting(WORKERS);
+    wait_until("every request is running or queued", || {
+        let stats = pool.handle.stats();
+        stats.busy_workers == WORKERS && stats.queued_requests == n - WORKERS
+    });
+    pool.handle.shutdown();
+    assert!(!pool.has_stopped(), "serve returned with requests queued");
+    gate.open();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text()), (200, format!("/{i}")));
+        assert!(reply.closes(), "{reply:?}");
+        client.expect_closed();
+    }
+    pool.join().expect("serve returns Ok");
+    assert_eq!(pool.handle.stats().requests_served, n as u64);
+}
+
+#[test]
+fn a_panicking_gateway_leaves_the_worker_alive() {
+    let ran_on: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
+    let pool = serve(config().workers(1), {
+        let ran_on = ran_on.clone();
+        move |req: Request<'_>| {
+            ran_on.lock().unwrap().push(std::thread::current().id());
+            if req.uri().path() == "/panic" {
+                panic!("the gateway panics on purpose");
+            }
+            target(req)
+        }
+    });
+    let mut client = pool.connect();
+    client.send(get("/panic"));
+    let reply = client.response();
+    assert_eq!(reply.status, 500, "{reply:?}");
+
+    let mut client = pool.connect();
+    for i in 0..20 {
+        let path = format!("/after/{i}");
+        client.send(get(&path));
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text()), (200, path));
+    }
+    assert_eq!(pool.handle.stats().workers, 1);
+    let ran_on = ran_on.lock().unwrap();
+    assert_eq!(ran_on.len(), 21);
+    assert!(
+        ran_on.iter().all(|id| *id == ran_on[0]),
+        "the panic cost the pool its worker thread: {ran_on:?}"
+    );
+}
+
+#[test]
+fn a_stuck_gateway_is_replaced_and_capacity_kept() {
+    let request = Duration::from_millis(300);
+    let gate = Gate::new();
+    let pool = serve(
+        config().workers(2).timeouts(Timeouts {
+            request,
+            ..config().timeouts
+        }),
+        {
+            let gate = gate.clone();
+            move |req: Request<'_>| {
+                if req.uri().path() == "/stuck" {
+                    gate.pass();
+                }
+                target(req)
+            }
+        },
+    );
+    let mut stuck: Vec<_> = (0..2).map(|_| pool.connect()).collect();
+    for client in &mut stuck {
+        client.send(get("/stuck"));
+    }
+    gate.wait_for_waiting(2);
+
+    // Both workers are stuck: only a replacement can answer this.
+    let started = Instant::now();
+    let mut client = pool.connect();
+    client.send(get("/free"));
+    assert_eq!(client.response().text(), "/free");
+    let deadline = request + Duration::from_secs(2);
+    assert!(
+        started.elapsed() < deadline,
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    wait_until("both stuck workers are replaced", || {
+        let stats = pool.handle.stats();
+        stats.stuck_requests >= 2 && stats.workers == 4
+    });
+
+    gate.open();
+    for client in &mut stuck {
+        assert_eq!(client.response().text(), "/stuck");
+    }
+    wait_until("the replaced workers leave the pool", || {
+        pool.handle.stats().workers == 2
+    });
+    answered_promptly(&pool, "/after");
+    assert_eq!(pool.handle.stats().workers, 2);
+}
+
+#[test]
+fn queued_requests_wait_in_the_loop_not_in_memory_without_bound() {
+    let n = affordable(200);
+    let gate = Gate::new();
+    let pool = serve(config().workers(1), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            gate.pass();
+            target(req)
+        }
+    });
+    let mut clients: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(get(&format!("/{i}")));
+    }
+    gate.wait_for_waiting(1);
+    wait_until("every other request queues behind the one worker", || {
+        let stats = pool.handle.stats();
+        stats.busy_workers == 1 && stats.queued_requests == n - 1
+    });
+    gate.open();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text()), (200, format!("/{i}")));
+    }
+    wait_until("the queue drains", || {
+        let stats = pool.handle.stats();
+        stats.queued_requests == 0 && stats.busy_workers == 0 && stats.requests_served == n as u64
+    });
+    assert_eq!(pool.handle.stats().workers, 1);
+}
+
+#[test]
+fn pipelined_requests_are_served_by_one_worker_trip() {
+    // Answers the target and the worker thread that served it.
+    let pool = serve(config().workers(4), |req: Request<'_>| {
+        let thread = std::thread::current().id();
+        Response::new(Body::from(format!("{} {thread:?}", req.uri())))
+    });
+    let mut client = pool.connect();
+    let burst: String = (0..10).map(|i| get(&format!("/{i}"))).collect();
+    client.send(burst);
+    let mut threads = Vec::new();
+    for i in 0..10 {
+        let reply = client.response();
+        assert_eq!(reply.status, 200);
+        let text = reply.text();
+        let (path, thread) = text.split_once(' ').expect("target and thread");
+        assert_eq!(path, format!("/{i}"), "answered out of order");
+        threads.push(thread.to_string());
+    }
+    assert!(
+        threads.iter().all(|t| *t == threads[0]),
+        "the burst went back to the loop between requests: {threads:?}"
+    );
+}
+
+#[test]
+fn accept_pauses_at_max_connections() {
+    const CAP: usize = 10;
+    let pool = serve(config().workers(2).max_connections(CAP), target);
+    let mut idle: Vec<_> = (0..CAP).map(|_| pool.connect()).collect();
+    wait_until("the server holds the cap", || {
+        pool.handle.stats().open_connections == CAP
+    });
+
+    // The kernel completes the handshake; the server leaves it in the backlog.
+    let mut over = pool.connect();
+    over.send(get("/over"));
+    let mut probe = over.try_clone_stream();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    match probe.read(&mut [0u8; 1]) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("a connection over the cap was served: {other:?}"),
+    }
+    assert_eq!(pool.handle.stats().open_connections, CAP);
+    probe.set_read_timeout(Some(PATIENCE)).unwrap();
+
+    let started = Instant::now();
+    drop(idle.pop());
+    let reply = over.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "/over"));
+    assert!(
+        started.elapsed() < PROMPT,
+        "answered {:?} after room was made",
+        started.elapsed()
+    );
+    drop(idle);
+}
