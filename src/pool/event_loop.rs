@@ -11,11 +11,12 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use http::StatusCode;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
@@ -60,7 +61,9 @@ struct Loop<G> {
     free: usize,
     open: usize,
     max_connections: usize,
-    jobs: Sender<Job>,
+    jobs: Arc<JobQueue>,
+    /// Jobs were queued since the last wake-up call.
+    queued_new: bool,
     done: Receiver<Done>,
     /// Ready connections waiting for room in the job queue.
     ready: VecDeque<Job>,
@@ -87,9 +90,9 @@ pub(crate) fn run<G: Gateway>(
     shared.set_waker(waker.clone());
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
-    let (jobs, job_rx) = crossbeam_channel::bounded(QUEUE_PER_WORKER * size);
+    let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size));
     let (done_tx, done) = crossbeam_channel::unbounded();
-    let workers = Workers::start(size, gateway, shared.clone(), job_rx, done_tx, waker)?;
+    let workers = Workers::start(size, gateway, shared.clone(), jobs.clone(), done_tx, waker)?;
     listener.set_nonblocking(true)?;
     poll.registry().register(
         &mut SourceFd(&listener.as_raw_fd()),
@@ -105,6 +108,7 @@ pub(crate) fn run<G: Gateway>(
         open: 0,
         max_connections,
         jobs,
+        queued_new: false,
         done,
         ready: VecDeque::new(),
         workers,
@@ -118,7 +122,7 @@ pub(crate) fn run<G: Gateway>(
     drop(listener);
     let result = result.and_then(|()| lp.shut_down());
     let Loop { jobs, linger, .. } = lp;
-    drop(jobs); // idle workers see the channel close and exit
+    jobs.close(); // idle workers see the queue close and exit
     linger.stop();
     result
 }
@@ -142,6 +146,7 @@ impl<G: Gateway> Loop<G> {
                 }
             }
             self.take_back();
+            self.notify_workers();
             if self.accepting {
                 self.accept(listener);
             }
@@ -321,10 +326,16 @@ impl<G: Gateway> Loop<G> {
             self.ready.push_back(job);
             return;
         }
-        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-            self.jobs.try_send(job)
-        {
-            self.ready.push_back(job);
+        match self.jobs.try_push(job) {
+            Ok(()) => self.queued_new = true,
+            Err(job) => self.ready.push_back(job),
+        }
+    }
+
+    /// Wakes a worker for the jobs queued in this round (one; it passes the word on).
+    fn notify_workers(&mut self) {
+        if std::mem::take(&mut self.queued_new) {
+            self.jobs.notify();
         }
     }
 
@@ -370,11 +381,12 @@ impl<G: Gateway> Loop<G> {
             }
         }
         while let Some(job) = self.ready.pop_front() {
-            if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
-                self.jobs.try_send(job)
-            {
-                self.ready.push_front(job);
-                break;
+            match self.jobs.try_push(job) {
+                Ok(()) => self.queued_new = true,
+                Err(job) => {
+                    self.ready.push_front(job);
+                    break;
+                }
             }
         }
     }
@@ -431,6 +443,7 @@ impl<G: Gateway> Loop<G> {
         while self.open > 0 && Instant::now() < deadline {
             let _ = self.poll.poll(&mut events, Some(TICK));
             self.take_back();
+            self.notify_workers();
             self.workers.wake_on_return(true);
             self.workers.supervise();
         }

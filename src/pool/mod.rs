@@ -7,6 +7,7 @@
 //! to a pipelined request already buffered; otherwise the connection returns to the loop.
 
 mod event_loop;
+mod queue;
 mod worker;
 
 use std::io;

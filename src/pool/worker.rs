@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::Se
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use http::{Method, Uri};
 use parking_lot::Mutex;
 
 use super::event_loop::Readiness;
+use super::queue::JobQueue;
 use crate::conn::{Conn, Ctx, Head, Next};
 use crate::server::Shared;
 use crate::transport::Socket;
@@ -73,7 +74,7 @@ impl Busy {
 pub(crate) struct Workers<G> {
     gateway: Arc<G>,
     shared: Arc<Shared>,
-    jobs: Receiver<Job>,
+    jobs: Arc<JobQueue>,
     done: Sender<Done>,
     waker: Arc<mio::Waker>,
     busy: Mutex<Vec<Arc<Busy>>>,
@@ -89,7 +90,7 @@ impl<G: Gateway> Workers<G> {
         size: usize,
         gateway: Arc<G>,
         shared: Arc<Shared>,
-        jobs: Receiver<Job>,
+        jobs: Arc<JobQueue>,
         done: Sender<Done>,
         waker: Arc<mio::Waker>,
     ) -> std::io::Result<Arc<Self>> {
@@ -130,7 +131,7 @@ impl<G: Gateway> Workers<G> {
             worker: Some(busy),
         };
         let stats = &self.shared.stats;
-        for job in self.jobs.iter() {
+        while let Some(job) = self.jobs.pop() {
             let Job {
                 token,
                 mut conn,
