@@ -90,7 +90,7 @@ pub(crate) fn run<G: Gateway>(
     shared.set_waker(waker.clone());
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
-    let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size));
+    let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone()));
     let (done_tx, done) = crossbeam_channel::unbounded();
     let workers = Workers::start(size, gateway, shared.clone(), jobs.clone(), done_tx, waker)?;
     listener.set_nonblocking(true)?;
@@ -344,15 +344,29 @@ impl<G: Gateway> Loop<G> {
         // Pairs with the worker's fence: either it sees the readiness flag set, or the loop
         // sees its returned connection here.
         std::sync::atomic::fence(SeqCst);
+        self.take_back_once();
+        self.fill_queue();
+    }
+
+    /// Moves overflow into the job queue; while some is left, workers are asked to wake the
+    /// loop when the queue runs half empty.
+    fn fill_queue(&mut self) {
         loop {
-            self.take_back_once();
-            // Workers wake the loop on return only while it has queued work to hand out.
-            let queued = !self.ready.is_empty();
-            self.workers.wake_on_return(queued);
-            if !queued || self.done.is_empty() {
+            while let Some(job) = self.ready.pop_front() {
+                match self.jobs.try_push(job) {
+                    Ok(()) => self.queued_new = true,
+                    Err(job) => {
+                        self.ready.push_front(job);
+                        break;
+                    }
+                }
+            }
+            let overflow = !self.ready.is_empty();
+            self.jobs.want_refill(overflow);
+            // Drained below half before the flag was up, no worker will call: go round again.
+            if !overflow || !self.jobs.below_half() {
                 break;
             }
-            // Some returned before the flag was up, without waking the loop: go round again.
         }
     }
 
@@ -378,15 +392,6 @@ impl<G: Gateway> Loop<G> {
                 }
                 Next::Close => self.close(token, conn, false),
                 Next::Linger => self.close(token, conn, true),
-            }
-        }
-        while let Some(job) = self.ready.pop_front() {
-            match self.jobs.try_push(job) {
-                Ok(()) => self.queued_new = true,
-                Err(job) => {
-                    self.ready.push_front(job);
-                    break;
-                }
             }
         }
     }
@@ -438,13 +443,11 @@ impl<G: Gateway> Loop<G> {
                 self.close(token, conn, false);
             }
         }
-        self.workers.wake_on_return(true);
         let mut events = Events::with_capacity(64);
         while self.open > 0 && Instant::now() < deadline {
             let _ = self.poll.poll(&mut events, Some(TICK));
             self.take_back();
             self.notify_workers();
-            self.workers.wake_on_return(true);
             self.workers.supervise();
         }
         if self.open > 0 {

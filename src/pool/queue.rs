@@ -6,7 +6,8 @@
 //! this keeps wake-ups (and context switches) to about one per batch instead of one per
 //! job, while queued work never waits behind a gateway that blocks.
 
-use std::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
@@ -20,10 +21,14 @@ pub(crate) struct JobQueue {
     sleepers: AtomicUsize,
     closed: Mutex<bool>,
     wake: Condvar,
+    capacity: usize,
+    /// The loop holds jobs that did not fit: wake it when the queue is half empty.
+    refill: AtomicBool,
+    loop_waker: Arc<mio::Waker>,
 }
 
 impl JobQueue {
-    pub(crate) fn new(capacity: usize) -> JobQueue {
+    pub(crate) fn new(capacity: usize, loop_waker: Arc<mio::Waker>) -> JobQueue {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         JobQueue {
             tx,
@@ -31,7 +36,22 @@ impl JobQueue {
             sleepers: AtomicUsize::new(0),
             closed: Mutex::new(false),
             wake: Condvar::new(),
+            capacity,
+            refill: AtomicBool::new(false),
+            loop_waker,
         }
+    }
+
+    /// Whether the queue is at most half full.
+    pub(crate) fn below_half(&self) -> bool {
+        self.rx.len() <= self.capacity / 2
+    }
+
+    /// Says whether the loop has overflow waiting, so workers wake it at the low-water mark
+    /// (once per refill, not once per job).
+    pub(crate) fn want_refill(&self, wanted: bool) {
+        self.refill.store(wanted, SeqCst);
+        fence(SeqCst);
     }
 
     /// Queues a job without waking anyone (see [`notify`](Self::notify)); gives it back
@@ -59,6 +79,11 @@ impl JobQueue {
             if let Ok(job) = self.rx.try_recv() {
                 if !self.rx.is_empty() {
                     self.notify();
+                }
+                fence(SeqCst);
+                if self.refill.load(SeqCst) && self.below_half() && self.refill.swap(false, SeqCst)
+                {
+                    let _ = self.loop_waker.wake();
                 }
                 return Some(job);
             }

@@ -81,8 +81,6 @@ pub(crate) struct Workers<G> {
     /// Replacements started for stuck workers and not yet retired.
     extra: AtomicUsize,
     size: usize,
-    /// The loop has queued work and wants every returning worker to wake it.
-    wake_always: AtomicBool,
 }
 
 impl<G: Gateway> Workers<G> {
@@ -102,7 +100,6 @@ impl<G: Gateway> Workers<G> {
             waker,
             busy: Mutex::new(Vec::new()),
             extra: AtomicUsize::new(0),
-            wake_always: AtomicBool::new(true),
             size,
         });
         for _ in 0..size {
@@ -153,14 +150,10 @@ impl<G: Gateway> Workers<G> {
             if self.done.send(Done { token, conn, next }).is_err() {
                 break;
             }
-            // Closing connections and queued work need the loop now; a keep-alive connection
-            // only if it turned readable meanwhile (else its next request's event wakes the loop).
+            // A closing connection needs the loop now; a keep-alive one only if it turned
+            // readable meanwhile (else its next request's event wakes the loop).
             std::sync::atomic::fence(SeqCst);
-            if next != Next::KeepAlive
-                || readiness.load(SeqCst)
-                || self.wake_always.load(SeqCst)
-                || self.shared.is_shutting_down()
-            {
+            if next != Next::KeepAlive || readiness.load(SeqCst) || self.shared.is_shutting_down() {
                 let _ = self.waker.wake();
             }
             if busy.replaced.load(Relaxed) {
@@ -171,11 +164,6 @@ impl<G: Gateway> Workers<G> {
         }
         self.busy.lock().retain(|b| !Arc::ptr_eq(b, busy));
         self.shared.stats.workers.fetch_sub(1, Relaxed);
-    }
-
-    /// Whether returning workers must always wake the loop.
-    pub(crate) fn wake_on_return(&self, always: bool) {
-        self.wake_always.store(always, SeqCst);
     }
 
     /// Reports stuck gateways and replaces their workers, up to as many again as the pool.
