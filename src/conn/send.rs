@@ -65,7 +65,8 @@ impl<T: Transport> Conn<T> {
         );
         if plan.length_mismatch {
             tracing::warn!(
-                body = body.len(),
+                declared = ?parts.headers.get(http::header::CONTENT_LENGTH),
+                body = body.len().unwrap_or(0),
                 "gateway's Content-Length differs from its body's length; sending the body's length"
             );
         }

@@ -56,17 +56,28 @@ pub fn plan_response(
 ) -> ResponsePlan {
     let declared = declared_length(headers);
     let is_head = method == Method::HEAD;
-    // A HEAD answer's body is never sent, so a declared length (what GET would send) is
-    // the truth for it; otherwise the bytes actually sent decide.
+    // The bytes actually sent decide the length. A HEAD answer says what GET would send: the
+    // body's length when the gateway built the same body, the declared one when it left
+    // the body out (an empty body with a Content-Length).
     let length_mismatch = !is_head && matches!((declared, body_len), (Some(d), Some(b)) if d != b);
-    let length = if is_head {
-        declared.or(body_len)
-    } else {
-        body_len.or(declared)
+    let length = match body_len {
+        Some(0) if is_head => declared.or(Some(0)),
+        Some(n) => Some(n),
+        None => declared,
     };
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    // 205 must carry no content, yet (unlike 204) is not bodiless to a client's framing
+    // rules: it says so with Content-Length: 0 (RFC 9110 §15.3.6).
+    if status == StatusCode::RESET_CONTENT {
+        return ResponsePlan {
+            framing: BodyFraming::Length(0),
+            send_body: false,
+            close: !keep_alive || asks_to_close(headers),
+            length_mismatch: false,
+        };
+    }
     let framing = if bodiless_status {
         BodyFraming::None
     } else if let Some(n) = length {
@@ -302,6 +313,26 @@ mod tests {
             (p.framing, p.length_mismatch),
             (BodyFraming::Length(13), false)
         );
+    }
+
+    #[test]
+    fn head_sends_the_length_of_the_body_get_would_send() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let p = plan(Method::HEAD, Version::HTTP_11, 200, &h, Some(5));
+        assert_eq!(p.framing, BodyFraming::Length(5));
+    }
+
+    #[test]
+    fn reset_content_says_it_has_none() {
+        let p = plan(
+            Method::GET,
+            Version::HTTP_11,
+            205,
+            &HeaderMap::new(),
+            Some(9),
+        );
+        assert_eq!((p.framing, p.send_body), (BodyFraming::Length(0), false));
     }
 
     #[test]
