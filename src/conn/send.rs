@@ -41,15 +41,15 @@ impl<T: Transport> Conn<T> {
         is_head: bool,
         keep_alive: bool,
     ) -> Sent {
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         if parts.status.is_informational() {
             tracing::error!(
                 status = parts.status.as_u16(),
                 "gateway returned an interim status as its response; answering 500"
             );
-            let (p, _) = error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
-            parts = p;
+            (parts, body) = error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
         }
+        warn_on_server_owned_fields(&parts.headers);
         let method = if is_head {
             http::Method::HEAD
         } else {
@@ -75,7 +75,7 @@ impl<T: Transport> Conn<T> {
         if dropped > 0 {
             tracing::warn!(
                 dropped,
-                "dropped response header fields with CR, LF or NUL in their value"
+                "dropped response header fields with control characters in their value"
             );
         }
         let close_next = if plan.close {
@@ -84,6 +84,12 @@ impl<T: Transport> Conn<T> {
             Next::KeepAlive
         };
         if !plan.send_body {
+            if !is_head && !body.is_empty() {
+                tracing::debug!(
+                    status = parts.status.as_u16(),
+                    "dropping the body of a bodiless response"
+                );
+            }
             return Sent {
                 bytes: 0,
                 next: close_next,
@@ -196,7 +202,7 @@ impl<T: Transport> Conn<T> {
             if piece.len() as u64 > room {
                 tracing::warn!(
                     declared = n,
-                    "body is longer than its Content-Length; truncating and closing"
+                    "body is longer than its Content-Length; sending only the declared bytes"
                 );
                 piece.truncate(room as usize);
             }
@@ -249,5 +255,19 @@ impl<T: Transport> Conn<T> {
         );
         self.out.clear();
         result.map_err(Abort::Io)
+    }
+}
+
+/// The server owns framing and hop-by-hop fields; a gateway setting them is told why they
+/// vanish (a dropped `Transfer-Encoding: gzip` would otherwise be a mystery).
+fn warn_on_server_owned_fields(headers: &http::HeaderMap) {
+    use http::header::{CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    for name in [TRANSFER_ENCODING, CONNECTION, TE, TRAILER, UPGRADE] {
+        if let Some(value) = headers.get(&name) {
+            if name == CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
+                continue; // honoured, not dropped
+            }
+            tracing::warn!(field = %name, ?value, "gateway set a hop-by-hop field; the server drops it");
+        }
     }
 }

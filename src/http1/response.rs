@@ -128,7 +128,7 @@ fn server_owned(name: &HeaderName) -> bool {
 }
 
 /// Serializes a response head into `out` following `plan`. Returns how many of the
-/// gateway's header fields were dropped as invalid (a value with CR, LF or NUL).
+/// gateway's header fields were dropped as invalid (a control character in the value).
 ///
 /// ```
 /// use sgi::http::{HeaderMap, Method, StatusCode, Version};
@@ -159,11 +159,12 @@ pub fn write_response_head(
         if server_owned(name) {
             continue;
         }
-        // `HeaderValue` can be built unchecked; never let one split the head.
+        // `HeaderValue` can be built unchecked; never let one split or poison the head
+        // (RFC 9110 §5.5: no control characters but HTAB).
         if value
             .as_bytes()
             .iter()
-            .any(|&b| b == b'\r' || b == b'\n' || b == 0)
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
         {
             dropped += 1;
             continue;

@@ -1,7 +1,4 @@
-//! Middleware: gateways that wrap gateways.
-//!
-//! A middleware is any [`Gateway`] holding another; nothing more is needed. This module keeps
-//! the ones a server should ship with.
+//! `Mount`: serving a gateway under a path prefix (WSGI's `SCRIPT_NAME`).
 
 use std::sync::Arc;
 
