@@ -9,7 +9,8 @@ use sgi::http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use sgi::http1::{parse_request_head, plan_response, write_response_head, ChunkedDecoder, Step};
 use sgi::{Body, Limits, Request, Response, TestClient};
 
-const SMALL: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+const SMALL: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
 
 fn large_head() -> Vec<u8> {
     let mut head = b"GET /search/results?q=server+gateway+interface&page=2&lang=en HTTP/1.1\r\n\
@@ -29,7 +30,9 @@ Priority: u=0, i\r\n"
         .to_vec();
     head.extend_from_slice(b"Cookie: ");
     for i in 0..12 {
-        head.extend_from_slice(format!("session_part_{i}=0123456789abcdef0123456789abcdef; ").as_bytes());
+        head.extend_from_slice(
+            format!("session_part_{i}=0123456789abcdef0123456789abcdef; ").as_bytes(),
+        );
     }
     head.extend_from_slice(b"theme=dark\r\n\r\n");
     head
@@ -41,10 +44,18 @@ fn heads(c: &mut Criterion) {
     let mut group = c.benchmark_group("head");
     group.throughput(Throughput::Elements(1));
     group.bench_function("small", |b| {
-        b.iter(|| parse_request_head(black_box(SMALL), &limits).unwrap().unwrap())
+        b.iter(|| {
+            parse_request_head(black_box(SMALL), &limits)
+                .unwrap()
+                .unwrap()
+        })
     });
     group.bench_function("large", |b| {
-        b.iter(|| parse_request_head(black_box(&large), &limits).unwrap().unwrap())
+        b.iter(|| {
+            parse_request_head(black_box(&large), &limits)
+                .unwrap()
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -88,8 +99,21 @@ fn responses(c: &mut Criterion) {
     c.bench_function("response/head", |b| {
         b.iter(|| {
             out.clear();
-            let plan = plan_response(&Method::GET, Version::HTTP_11, true, StatusCode::OK, &headers, Some(13));
-            write_response_head(&mut out, StatusCode::OK, black_box(&headers), &plan, Version::HTTP_11);
+            let plan = plan_response(
+                &Method::GET,
+                Version::HTTP_11,
+                true,
+                StatusCode::OK,
+                &headers,
+                Some(13),
+            );
+            write_response_head(
+                &mut out,
+                StatusCode::OK,
+                black_box(&headers),
+                &plan,
+                Version::HTTP_11,
+            );
             out.len()
         })
     });
@@ -108,7 +132,9 @@ fn connection(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("hello", |b| b.iter(|| client.raw(black_box(SMALL))));
     group.throughput(Throughput::Elements(16));
-    group.bench_function("hello_pipelined_16", |b| b.iter(|| client.raw(black_box(&pipelined))));
+    group.bench_function("hello_pipelined_16", |b| {
+        b.iter(|| client.raw(black_box(&pipelined)))
+    });
     group.finish();
     let _: Option<Response> = None;
 }
