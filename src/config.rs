@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_head: usize,
     /// Largest request body, `None` for no limit (413 above it). Default 64 MiB.
     pub max_body: Option<u64>,
+    /// Request bodies up to this size are read whole by the pool's event loop before a
+    /// worker takes the request, so a slow upload holds no worker (larger ones are
+    /// streamed by the worker). 0 turns this off. Default 16 KiB.
+    pub max_buffered_body: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +35,7 @@ impl Default for Limits {
             max_header_field: 8190,
             max_head: 64 * 1024,
             max_body: Some(64 * 1024 * 1024),
+            max_buffered_body: 16 * 1024,
         }
     }
 }

@@ -206,6 +206,54 @@ fn slowloris_heads_never_reach_a_worker() {
 }
 
 #[test]
+fn slow_uploads_of_small_bodies_never_reach_a_worker() {
+    let body = Duration::from_secs(1);
+    let n = affordable(100);
+    let pool = serve(
+        config().workers(2).timeouts(Timeouts {
+            body,
+            ..config().timeouts
+        }),
+        target,
+    );
+    let started = Instant::now();
+    let mut stalled: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for (i, client) in stalled.iter_mut().enumerate() {
+        // A small body, half sent; half of them chunked.
+        if i % 2 == 0 {
+            client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab");
+        } else {
+            client
+                .send("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
+        }
+    }
+    wait_until("the loop holds every slow upload", || {
+        pool.handle.stats().open_connections == n
+    });
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.busy_workers, stats.queued_requests),
+        (0, 0),
+        "{stats:?}"
+    );
+    for i in 0..20 {
+        answered_promptly(&pool, &format!("/fresh/{i}"));
+    }
+    // A body that completes is served as usual.
+    let mut finishing = pool.connect();
+    finishing.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab");
+    finishing.send("cde");
+    assert_eq!(finishing.response().status, 200);
+    // The stalled ones hear 408 once the body timeout passes without progress.
+    for client in &mut stalled {
+        let reply = client.response();
+        assert_eq!(reply.status, 408, "{reply:?}");
+        client.expect_closed();
+    }
+    assert!(started.elapsed() >= body);
+}
+
+#[test]
 fn graceful_shutdown_during_load_loses_no_request() {
     // More requests than the job queue holds (64 per worker today), so some wait in the
     // loop's own queue when shutdown comes.

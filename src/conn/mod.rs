@@ -72,6 +72,8 @@ pub(crate) struct Conn<T: Transport> {
     scanned: usize,
     /// The length of the complete head at the front of `buf`, once found.
     head_len: Option<usize>,
+    /// That head, parsed by the event loop while it waits for a small body.
+    parsed: Option<RequestHead>,
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,
     served: u64,
@@ -88,6 +90,7 @@ impl<T: Transport> Conn<T> {
             out: Vec::new(),
             scanned: 0,
             head_len: None,
+            parsed: None,
             head_started: None,
             served: 0,
             peer,
@@ -123,9 +126,10 @@ impl<T: Transport> Conn<T> {
     /// Reads whatever the socket has now, without blocking (event loop). Returns `false`
     /// once the client has closed its side.
     pub(crate) fn read_available(&mut self, shared: &Shared) -> io::Result<bool> {
-        let max = shared.config.limits.max_head + 1;
+        let limits = &shared.config.limits;
+        let max = limits.max_head + limits.max_buffered_body + 1;
         loop {
-            if self.head_len.is_some() {
+            if self.head_len.is_some() && !self.awaits_body(shared) {
                 return Ok(true);
             }
             match self
@@ -134,9 +138,7 @@ impl<T: Transport> Conn<T> {
             {
                 Ok(0) => return Ok(false),
                 Ok(_) => {
-                    if self.head(shared) == Head::Ready {
-                        return Ok(true);
-                    }
+                    self.head(shared);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 // A head over the limit is Ready: `serve` answers 431.
@@ -144,6 +146,41 @@ impl<T: Transport> Conn<T> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the event loop should keep this connection until its body is in: a small
+    /// body ([`Limits::max_buffered_body`](crate::Limits)) not yet fully buffered, with no
+    /// `100-continue` to wait for. A slow upload then holds no worker. The head is parsed
+    /// here once and kept for [`serve`](Self::serve).
+    pub(crate) fn awaits_body(&mut self, shared: &Shared) -> bool {
+        let limits = &shared.config.limits;
+        let Some(len) = self.head_len else {
+            return false;
+        };
+        if limits.max_buffered_body == 0 {
+            return false;
+        }
+        if self.parsed.is_none() {
+            match parse_head_exact(&self.buf.filled()[..len], limits) {
+                Ok(head) => self.parsed = Some(head),
+                Err(_) => return false, // a worker answers the error
+            }
+        }
+        let Some(head) = &self.parsed else {
+            return false;
+        };
+        let after = &self.buf.filled()[len..];
+        match head.framing {
+            _ if head.expect_continue => false,
+            Framing::None => false,
+            Framing::Length(n) => n <= limits.max_buffered_body as u64 && (after.len() as u64) < n,
+            Framing::Chunked => after.len() <= limits.max_buffered_body && !chunked_complete(after, limits),
+        }
+    }
+
+    /// Whether the loop holds a parsed head while its body arrives.
+    pub(crate) fn awaiting_body(&self) -> bool {
+        self.parsed.is_some()
     }
 
     /// Blocks until a complete head is buffered, within the idle and head timeouts.
@@ -199,9 +236,10 @@ impl<T: Transport> Conn<T> {
         let started = self.head_started.take().unwrap_or_else(Instant::now);
         self.scanned = 0;
         let filled = self.buf.filled();
-        let parsed = match self.head_len.take() {
-            Some(len) => parse_head_exact(&filled[..len], &config.limits).map(Some),
-            None => parse_request_head(filled, &config.limits),
+        let parsed = match (self.parsed.take(), self.head_len.take()) {
+            (Some(head), _) => Ok(Some(head)),
+            (None, Some(len)) => parse_head_exact(&filled[..len], &config.limits).map(Some),
+            (None, None) => parse_request_head(filled, &config.limits),
         };
         let head = match parsed {
             Ok(Some(head)) => head,
@@ -375,4 +413,20 @@ pub(crate) fn error_response(status: StatusCode) -> Response {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// Whether `bytes` hold a whole chunked body (or one that is malformed: a worker answers it).
+fn chunked_complete(mut bytes: &[u8], limits: &crate::Limits) -> bool {
+    let mut decoder = crate::http1::ChunkedDecoder::new();
+    loop {
+        match decoder.step(bytes, limits) {
+            Ok(crate::http1::Step::Framing(n)) => bytes = &bytes[n..],
+            Ok(crate::http1::Step::Data(n)) => {
+                decoder.consume(n);
+                bytes = &bytes[n..];
+            }
+            Ok(crate::http1::Step::NeedMore) => return false,
+            Ok(crate::http1::Step::Done(_)) | Err(_) => return true,
+        }
+    }
 }

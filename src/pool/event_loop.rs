@@ -283,6 +283,8 @@ impl<G: Gateway> Loop<G> {
         }
         match conn.read_available(&self.shared) {
             Ok(open) => match conn.head(&self.shared) {
+                // A small body still arriving waits here, not on a worker.
+                Head::Ready if open && conn.awaits_body(&self.shared) => self.park(token, conn),
                 Head::Ready => self.dispatch(token, conn),
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
@@ -399,7 +401,7 @@ impl<G: Gateway> Loop<G> {
     /// Closes connections past their idle or head timeout; reports stuck gateways.
     fn tick(&mut self) {
         let timeouts = &self.shared.config.timeouts;
-        let (idle, head) = (timeouts.idle, timeouts.head);
+        let (idle, head, body) = (timeouts.idle, timeouts.head, timeouts.body);
         let now = Instant::now();
         let mut expired = Vec::new();
         for (token, slot) in self.slots.iter().enumerate() {
@@ -409,7 +411,10 @@ impl<G: Gateway> Loop<G> {
                 ..
             } = slot
             {
+                // A small body the loop waits for may pause up to the body timeout between
+                // reads (each read parks the connection anew).
                 let deadline = match conn.head_started {
+                    Some(_) if conn.awaiting_body() => *since + body,
                     Some(started) => started + head,
                     None => *since + idle,
                 };
