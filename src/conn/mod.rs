@@ -174,7 +174,9 @@ impl<T: Transport> Conn<T> {
             _ if head.expect_continue => false,
             Framing::None => false,
             Framing::Length(n) => n <= limits.max_buffered_body as u64 && (after.len() as u64) < n,
-            Framing::Chunked => after.len() <= limits.max_buffered_body && !chunked_complete(after, limits),
+            Framing::Chunked => {
+                after.len() <= limits.max_buffered_body && !chunked_complete(after, limits)
+            }
         }
     }
 
