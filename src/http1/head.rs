@@ -120,6 +120,37 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
 
 /// Parses `head`, known to be exactly one complete head (see [`find_head_end`]).
 pub(crate) fn parse_head_exact(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
+    match parse_with_storage(head, limits) {
+        // HTTP/1.2 and later minors are read as HTTP/1.1 (RFC 9110 §2.5); httparse knows 1.0
+        // and 1.1 only, so the digit is patched in a copy (a rare path).
+        Err(Error::UnsupportedVersion) => match later_minor_version(head) {
+            Some(at) => {
+                let mut patched = head.to_vec();
+                patched[at] = b'1';
+                parse_with_storage(&patched, limits)
+            }
+            None => Err(Error::UnsupportedVersion),
+        },
+        other => other,
+    }
+}
+
+/// Where the minor digit of an `HTTP/1.2`..`HTTP/1.9` request line is.
+fn later_minor_version(head: &[u8]) -> Option<usize> {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let end = start + head[start..].iter().position(|&b| b == b'\n')?;
+    let line = head[start..end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head[start..end]);
+    match line {
+        [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => {
+            Some(start + line.len() - 1)
+        }
+        _ => None,
+    }
+}
+
+fn parse_with_storage(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
     const STACK: usize = 128;
     if limits.max_headers < STACK {
         // Left uninitialized: httparse writes only the fields it finds.
@@ -598,6 +629,13 @@ mod tests {
         rejects("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
         rejects("GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400);
         rejects("GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    }
+
+    #[test]
+    fn reads_later_http1_minor_versions_as_http11() {
+        let head = parse("GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(head.version, Version::HTTP_11);
+        assert!(head.keep_alive);
     }
 
     #[test]
