@@ -160,6 +160,9 @@ impl<T: Transport> Conn<T> {
         if limits.max_buffered_body == 0 {
             return false;
         }
+        if self.parsed.is_none() && !declares_body(&self.buf.filled()[..len]) {
+            return false; // the common GET: no parse in the loop, the worker does it
+        }
         if self.parsed.is_none() {
             match parse_head_exact(&self.buf.filled()[..len], limits) {
                 Ok(head) => self.parsed = Some(head),
@@ -431,4 +434,14 @@ fn chunked_complete(mut bytes: &[u8], limits: &crate::Limits) -> bool {
             Ok(crate::http1::Step::Done(_)) | Err(_) => return true,
         }
     }
+}
+
+/// Whether a head has a field line that may frame a body (a quick look at line starts;
+/// the parser decides for real).
+fn declares_body(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').any(|line| {
+        let starts =
+            |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+        starts(b"content-length:") || starts(b"transfer-encoding:")
+    })
 }
