@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use crate::conn::{Conn, Ctx, Next, Wait};
 use crate::linger::Linger;
-use crate::server::{accept_error_is_transient, bind, Shared};
+use crate::server::{accept_error_is_transient, bind, Shared, Throttle};
 use crate::transport::Socket;
 use crate::{Config, Gateway, Handle};
 
@@ -132,6 +132,7 @@ impl DevServer {
         let mut events = Events::with_capacity(64);
         let mut backoff: Option<Duration> = None;
         let mut shed = Shedding::default();
+        let mut accept_errors = Throttle::default();
         let mut next_id = 0u64;
         while !shared.is_shutting_down() {
             if let Err(e) = poll.poll(&mut events, backoff) {
@@ -145,7 +146,9 @@ impl DevServer {
                     Ok(accepted) => accepted,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if accept_error_is_transient(&e) => {
-                        tracing::warn!(error = %e, "accept failed; backing off");
+                        if let Some(times) = accept_errors.pass() {
+                            tracing::warn!(error = %e, times, "accept failed; backing off");
+                        }
                         backoff = Some(Duration::from_millis(50));
                         break;
                     }
@@ -279,25 +282,14 @@ fn linger_on(conn: Conn<Socket>, linger: &Linger) {
 /// Answers connections the server cannot take with `503`, warning at most once a second.
 #[derive(Default)]
 struct Shedding {
-    last_warning: Option<Instant>,
-    since_warning: u64,
+    warnings: Throttle,
 }
 
 impl Shedding {
     fn reject(&mut self, stream: Arc<TcpStream>, linger: &Linger, shared: &Shared, why: &str) {
         shared.stats.rejected_connection();
-        self.since_warning += 1;
-        if self
-            .last_warning
-            .map_or(true, |at| at.elapsed() >= Duration::from_secs(1))
-        {
-            tracing::warn!(
-                reason = why,
-                shed = self.since_warning,
-                "shedding load: answering 503"
-            );
-            self.last_warning = Some(Instant::now());
-            self.since_warning = 0;
+        if let Some(shed) = self.warnings.pass() {
+            tracing::warn!(reason = why, shed, "shedding load: answering 503");
         }
         let mut response = Vec::with_capacity(192);
         response.extend_from_slice(

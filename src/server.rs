@@ -200,3 +200,24 @@ pub(crate) fn accept_error_is_transient(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock | OutOfMemory
     ) || matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12)) // ENFILE, EMFILE, ENOBUFS, ENOMEM
 }
+
+/// Lets a repeated warning through at most once a second, counting the ones held back.
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// `Some(n)` when the warning may be logged now (`n` occurrences since the last one).
+    pub(crate) fn pass(&mut self) -> Option<u64> {
+        self.held += 1;
+        let due = self
+            .last
+            .map_or(true, |at| at.elapsed() >= std::time::Duration::from_secs(1));
+        due.then(|| {
+            self.last = Some(std::time::Instant::now());
+            std::mem::take(&mut self.held)
+        })
+    }
+}

@@ -20,7 +20,7 @@ use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
-use crate::server::{accept_error_is_transient, Shared};
+use crate::server::{accept_error_is_transient, Shared, Throttle};
 use crate::transport::{Socket, Transport};
 use crate::Gateway;
 
@@ -73,6 +73,7 @@ struct Loop<G> {
     accepting: bool,
     accept_paused_until: Option<Instant>,
     warned_full: bool,
+    accept_errors: Throttle,
 }
 
 pub(crate) fn run<G: Gateway>(
@@ -117,6 +118,7 @@ pub(crate) fn run<G: Gateway>(
         accepting: true,
         accept_paused_until: None,
         warned_full: false,
+        accept_errors: Throttle::default(),
     };
     let result = lp.serve(&listener);
     drop(listener);
@@ -179,10 +181,12 @@ impl<G: Gateway> Loop<G> {
                     return;
                 }
                 Err(e) => {
-                    if accept_error_is_transient(&e) {
-                        tracing::warn!(error = %e, "accept failed; backing off");
-                    } else {
-                        tracing::error!(error = %e, "accept failed; backing off");
+                    if let Some(times) = self.accept_errors.pass() {
+                        if accept_error_is_transient(&e) {
+                            tracing::warn!(error = %e, times, "accept failed; backing off");
+                        } else {
+                            tracing::error!(error = %e, times, "accept failed; backing off");
+                        }
                     }
                     self.accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
                     return;
