@@ -106,10 +106,34 @@ impl TestClient {
     /// assert!(out.starts_with(b"HTTP/1.1 400 "));
     /// ```
     pub fn raw(&self, input: &[u8]) -> Vec<u8> {
-        let memory = Memory {
+        self.drive(Memory {
             input: Cursor::new(input.to_vec()),
-            output: Vec::new(),
-        };
+            ..Memory::default()
+        })
+    }
+
+    /// Like [`raw`](Self::raw), but each read returns bytes from one of `chunks` only, in
+    /// order, as if they arrived in separate packets (empty chunks are skipped). For fuzz
+    /// targets and property tests: a response must not depend on where the input was split.
+    ///
+    /// ```
+    /// let client = sgi::TestClient::new(|_req: sgi::Request<'_>| sgi::Response::new(sgi::Body::empty()));
+    /// let whole = client.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    /// let split = client.raw_chunks(&[b"GET / HT", b"TP/1.1\r\nHost: x\r", b"\n\r\n"]);
+    /// assert!(split.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    /// assert_eq!(whole.len(), split.len()); // equal but for the time in `date`
+    /// ```
+    #[doc(hidden)]
+    pub fn raw_chunks(&self, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut memory = Memory::default();
+        for chunk in chunks {
+            memory.input.get_mut().extend_from_slice(chunk);
+            memory.breaks.push_back(memory.input.get_ref().len() as u64);
+        }
+        self.drive(memory)
+    }
+
+    fn drive(&self, memory: Memory) -> Vec<u8> {
         let mut conn = Conn::new(memory, None, None);
         let ctx = Ctx {
             gateway: &self.gateway,

@@ -4,6 +4,7 @@
 //! as it is and switches it to blocking (with a timeout) only when a read or write would
 //! block, so the common small request costs no mode-switching system calls.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
@@ -162,16 +163,32 @@ impl Transport for Socket {
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
     pub(crate) input: io::Cursor<Vec<u8>>,
+    /// Offsets into `input` that no read crosses, so tests and fuzzers can deliver the bytes
+    /// in the pieces a network might.
+    pub(crate) breaks: VecDeque<u64>,
     pub(crate) output: Vec<u8>,
+}
+
+impl Memory {
+    fn read_input(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let at = self.input.position();
+        while self.breaks.front().is_some_and(|&b| b <= at) {
+            self.breaks.pop_front();
+        }
+        let room = self.breaks.front().map_or(buf.len(), |&b| {
+            usize::try_from(b - at).map_or(buf.len(), |n| n.min(buf.len()))
+        });
+        self.input.read(&mut buf[..room])
+    }
 }
 
 impl Transport for Memory {
     fn read_wait(&mut self, buf: &mut [u8], _timeout: Duration) -> io::Result<usize> {
-        self.input.read(buf)
+        self.read_input(buf)
     }
 
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.input.read(buf)
+        self.read_input(buf)
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
