@@ -71,8 +71,8 @@ impl Body {
         }
     }
 
-    /// A file's contents from its current position to its end, sent with the kernel's copy
-    /// path (`sendfile`) where the platform offers it.
+    /// A file's contents from its current position to its end, sent in 256 KiB pieces
+    /// straight from the file (no copy through the body machinery).
     ///
     /// ```no_run
     /// let body = sgi::Body::from_file(std::fs::File::open("Cargo.toml")?)?;

@@ -1,6 +1,6 @@
 //! Writing a response: the head, then the body in the framing the plan chose. Small
 //! responses are gathered in the connection's output buffer (and pipelined ones batched);
-//! large bodies go out with `writev` or `sendfile`.
+//! large bodies go out with `writev`, files in large pieces.
 
 use std::io::{self, IoSlice, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
