@@ -3,11 +3,8 @@
 
 mod support;
 
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex, OnceLock};
-
 use sgi::Request;
-use support::{agent, config, echo, response, start, target, wait_until, Backend};
+use support::{agent, config, echo, response, start, target, wait_until, Backend, CapturedLog};
 
 on_every_backend!(
     access_log_has_a_line_per_request,
@@ -15,38 +12,15 @@ on_every_backend!(
     access_log_does_not_change_what_clients_receive,
 );
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The process-wide log of `sgi::access` lines, installed on first use.
-fn access_log() -> &'static Captured {
-    static LOG: OnceLock<Captured> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Captured::default();
-        let writer = log.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("sgi::access=info"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        log
-    })
+fn access_log() -> &'static CapturedLog {
+    CapturedLog::install("sgi::access=info")
 }
 
 /// The logged lines that mention `needle`.
 fn lines_with(needle: &str) -> Vec<String> {
-    let log = access_log().0.lock().unwrap();
-    String::from_utf8_lossy(&log)
+    access_log()
+        .text()
         .lines()
         .filter(|line| line.contains(needle))
         .map(str::to_string)

@@ -9,14 +9,14 @@
 
 mod support;
 
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor};
 use std::panic::catch_unwind;
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::Once;
 
 use bytes::Bytes;
 use sgi::http::{header, HeaderValue, StatusCode};
 use sgi::{Body, Request, Response};
-use support::{config, start, Backend, Reply, Running};
+use support::{config, start, Backend, CapturedLog, Reply, Running};
 
 on_every_backend!(
     no_body_follows_a_204_or_304_whatever_the_gateway_returns,
@@ -37,39 +37,16 @@ on_every_backend!(
 
 // --- The log -------------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The process-wide log of the server's warnings and errors, installed on first use.
-fn server_log() -> &'static Captured {
-    static LOG: OnceLock<Captured> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Captured::default();
-        let writer = log.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("sgi=warn"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        log
-    })
+fn server_log() -> &'static CapturedLog {
+    CapturedLog::install("sgi=warn")
 }
 
 /// Waits until a logged line holds every one of `needles`.
 fn assert_logged(needles: &[&str]) {
     let lines = || {
-        let log = server_log().0.lock().unwrap();
-        String::from_utf8_lossy(&log)
+        server_log()
+            .text()
             .lines()
             .filter(|line| line.contains(needles[0]))
             .map(str::to_string)
