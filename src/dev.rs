@@ -8,18 +8,16 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Token};
 use parking_lot::Mutex;
 
 use crate::conn::{Conn, Ctx, Next, Wait};
 use crate::linger::Linger;
-use crate::server::{accept_error_is_transient, bind, Shared, Throttle};
+use crate::server::{accept_error_is_transient, bind, listening_poll, Shared, Throttle};
 use crate::transport::Socket;
 use crate::{Config, Gateway, Handle};
 
@@ -118,15 +116,7 @@ impl DevServer {
         let linger = Arc::new(Linger::start(config.timeouts.linger, 4096)?);
         let live = Arc::new(Live::default());
 
-        let mut poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-        shared.set_waker(waker);
-        listener.set_nonblocking(true)?;
-        poll.registry().register(
-            &mut SourceFd(&listener.as_raw_fd()),
-            LISTENER,
-            Interest::READABLE,
-        )?;
+        let (mut poll, _waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
         tracing::info!(addr = %shared.local_addr, max_connections = cap, "development server listening");
 
         let mut events = Events::with_capacity(64);

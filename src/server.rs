@@ -221,3 +221,24 @@ impl Throttle {
         })
     }
 }
+
+/// The poll both backends wait on: the listener (made non-blocking) registered as
+/// `listener_token`, and a waker, also handed to [`Handle::shutdown`], as `wake_token`.
+pub(crate) fn listening_poll(
+    listener: &std::net::TcpListener,
+    shared: &Shared,
+    listener_token: mio::Token,
+    wake_token: mio::Token,
+) -> std::io::Result<(mio::Poll, Arc<mio::Waker>)> {
+    use std::os::fd::AsRawFd;
+    let poll = mio::Poll::new()?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), wake_token)?);
+    shared.set_waker(waker.clone());
+    listener.set_nonblocking(true)?;
+    poll.registry().register(
+        &mut mio::unix::SourceFd(&listener.as_raw_fd()),
+        listener_token,
+        mio::Interest::READABLE,
+    )?;
+    Ok((poll, waker))
+}

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use http::StatusCode;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 
 use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
-use crate::server::{accept_error_is_transient, Shared, Throttle};
+use crate::server::{accept_error_is_transient, listening_poll, Shared, Throttle};
 use crate::transport::{Socket, Transport};
 use crate::Gateway;
 
@@ -86,20 +86,12 @@ pub(crate) fn run<G: Gateway>(
     let max_connections = config
         .max_connections
         .unwrap_or_else(|| super::fd_budget(size));
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
-    shared.set_waker(waker.clone());
+    let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
     let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone()));
     let (done_tx, done) = crossbeam_channel::unbounded();
     let workers = Workers::start(size, gateway, shared.clone(), jobs.clone(), done_tx, waker)?;
-    listener.set_nonblocking(true)?;
-    poll.registry().register(
-        &mut SourceFd(&listener.as_raw_fd()),
-        LISTENER,
-        Interest::READABLE,
-    )?;
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
     let mut lp = Loop {
         poll,
