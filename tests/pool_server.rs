@@ -410,6 +410,44 @@ fn queued_requests_wait_in_the_loop_not_in_memory_without_bound() {
 }
 
 #[test]
+fn queued_work_never_waits_behind_a_blocking_gateway() {
+    // Requests to /block hold their worker until the gate opens; one quick request sent
+    // right behind them, in the same burst, must still be answered by an idle worker.
+    const WORKERS: usize = 4;
+    for blockers in 1..WORKERS {
+        let gate = Gate::new();
+        let pool = serve(config().workers(WORKERS), {
+            let gate = gate.clone();
+            move |req: Request<'_>| {
+                if req.uri().path() == "/block" {
+                    gate.pass();
+                }
+                target(req)
+            }
+        });
+        let mut blocked: Vec<_> = (0..blockers).map(|_| pool.connect()).collect();
+        let mut quick = pool.connect();
+        for client in &mut blocked {
+            client.send(get("/block"));
+        }
+        quick.send(get("/quick"));
+        let started = Instant::now();
+        let reply = quick.response();
+        assert_eq!((reply.status, reply.text().as_str()), (200, "/quick"));
+        assert!(
+            started.elapsed() < PROMPT,
+            "with {blockers} gateways blocked, /quick took {:?}",
+            started.elapsed()
+        );
+        gate.wait_for_waiting(blockers);
+        gate.open();
+        for client in &mut blocked {
+            assert_eq!(client.response().status, 200);
+        }
+    }
+}
+
+#[test]
 fn pipelined_requests_are_served_by_one_worker_trip() {
     // Answers the target and the worker thread that served it.
     let pool = serve(config().workers(4), |req: Request<'_>| {

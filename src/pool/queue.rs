@@ -1,26 +1,63 @@
 //! The queue of ready connections between the event loop and the workers.
 //!
 //! Jobs travel through a bounded crossbeam channel; waiting for one is done here, without
-//! spinning. An idle worker sleeps on a condition variable; the loop wakes one per batch of
-//! jobs, and a worker that takes a job with more behind it wakes the next. On a busy core
-//! this keeps wake-ups (and context switches) to about one per batch instead of one per
-//! job, while queued work never waits behind a gateway that blocks.
+//! spinning. The loop wakes one idle worker per batch of jobs, and a worker that takes a job
+//! with more behind it wakes the next, so queued work never waits behind a gateway that
+//! blocks. Two rules keep a busy core from thrashing:
+//!
+//! - Idle workers wait on a stack and the last to fall asleep is the first woken: its stack
+//!   and data are still in the cache, and under light load the same one or two threads do
+//!   all the work instead of the whole pool taking turns.
+//! - At most one woken worker is on its way at a time ("searching"): until it has looked at
+//!   the queue, whoever else finds queued work leaves it to that one instead of waking a
+//!   third. A worker stops searching before it runs any gateway, so this never leaves work
+//!   behind a gateway that blocks.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
+use std::thread::Thread;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::worker::Job;
+
+/// How a worker is woken from its place on the idle stack.
+pub(crate) struct Sleeper {
+    thread: Thread,
+    woken: AtomicBool,
+}
+
+impl Sleeper {
+    /// The sleeper for the calling worker thread.
+    pub(crate) fn current() -> Arc<Sleeper> {
+        Arc::new(Sleeper {
+            thread: std::thread::current(),
+            woken: AtomicBool::new(false),
+        })
+    }
+
+    fn wake(&self) {
+        self.woken.store(true, SeqCst);
+        self.thread.unpark();
+    }
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Sleeping workers, the most recent last.
+    stack: Vec<Arc<Sleeper>>,
+    closed: bool,
+}
 
 pub(crate) struct JobQueue {
     tx: Sender<Job>,
     rx: Receiver<Job>,
-    /// Workers asleep in `pop` (read without the lock to skip it when nobody sleeps).
+    idle: Mutex<Idle>,
+    /// `idle.stack.len()`, read without the lock to skip it when nobody sleeps.
     sleepers: AtomicUsize,
-    closed: Mutex<bool>,
-    wake: Condvar,
+    /// Workers woken and not yet back at the queue; no second one is woken meanwhile.
+    searching: AtomicUsize,
     capacity: usize,
     /// The loop holds jobs that did not fit: wake it when the queue is half empty.
     refill: AtomicBool,
@@ -33,9 +70,9 @@ impl JobQueue {
         JobQueue {
             tx,
             rx,
+            idle: Mutex::new(Idle::default()),
             sleepers: AtomicUsize::new(0),
-            closed: Mutex::new(false),
-            wake: Condvar::new(),
+            searching: AtomicUsize::new(0),
             capacity,
             refill: AtomicBool::new(false),
             loop_waker,
@@ -62,21 +99,37 @@ impl JobQueue {
         })
     }
 
-    /// Wakes one sleeping worker, if any.
+    /// Wakes the most recently idle worker, unless a woken one is already on its way.
     pub(crate) fn notify(&self) {
         // Pairs with the fence in `pop`: a worker going to sleep either sees the job just
-        // queued, or is counted here.
+        // queued, or is on the stack here (and is no longer counted as searching).
         fence(SeqCst);
-        if self.sleepers.load(SeqCst) > 0 {
-            let _closed = self.closed.lock();
-            self.wake.notify_one();
+        if self.sleepers.load(SeqCst) == 0 || self.searching.load(SeqCst) > 0 {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if self.searching.load(SeqCst) > 0 {
+            return;
+        }
+        if let Some(sleeper) = idle.stack.pop() {
+            self.sleepers.fetch_sub(1, SeqCst);
+            self.searching.fetch_add(1, SeqCst);
+            drop(idle);
+            sleeper.wake();
         }
     }
 
     /// Takes the next job, sleeping while there is none; `None` once closed and empty.
-    pub(crate) fn pop(&self) -> Option<Job> {
+    pub(crate) fn pop(&self, me: &Arc<Sleeper>) -> Option<Job> {
+        let mut woken = false;
         loop {
-            if let Ok(job) = self.rx.try_recv() {
+            let job = self.rx.try_recv();
+            if std::mem::take(&mut woken) {
+                // Looked at the queue: no longer on the way (saturating, as a wake-up by
+                // `close` was never counted).
+                let _ = (self.searching).fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+            }
+            if let Ok(job) = job {
                 if !self.rx.is_empty() {
                     self.notify();
                 }
@@ -87,22 +140,36 @@ impl JobQueue {
                 }
                 return Some(job);
             }
-            let mut closed = self.closed.lock();
-            if *closed {
+            let mut idle = self.idle.lock();
+            if idle.closed {
                 return None;
             }
+            me.woken.store(false, SeqCst);
+            idle.stack.push(me.clone());
             self.sleepers.fetch_add(1, SeqCst);
             fence(SeqCst);
-            if self.rx.is_empty() {
-                self.wake.wait(&mut closed);
+            if !self.rx.is_empty() {
+                // A job came in meanwhile. Holding the lock since the push, this worker is
+                // still on top of the stack: step off and take it.
+                idle.stack.pop();
+                self.sleepers.fetch_sub(1, SeqCst);
+                continue;
             }
-            self.sleepers.fetch_sub(1, SeqCst);
+            drop(idle);
+            while !me.woken.load(SeqCst) {
+                std::thread::park();
+            }
+            woken = true;
         }
     }
 
     /// Lets every worker finish the queued jobs and then return from `pop`.
     pub(crate) fn close(&self) {
-        *self.closed.lock() = true;
-        self.wake.notify_all();
+        let mut idle = self.idle.lock();
+        idle.closed = true;
+        self.sleepers.store(0, SeqCst);
+        for sleeper in idle.stack.drain(..) {
+            sleeper.wake();
+        }
     }
 }

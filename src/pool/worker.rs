@@ -14,7 +14,7 @@ use http::{Method, Uri};
 use parking_lot::Mutex;
 
 use super::event_loop::Readiness;
-use super::queue::JobQueue;
+use super::queue::{JobQueue, Sleeper};
 use crate::conn::{Conn, Ctx, Head, Next};
 use crate::server::Shared;
 use crate::transport::Socket;
@@ -128,7 +128,8 @@ impl<G: Gateway> Workers<G> {
             worker: Some(busy),
         };
         let stats = &self.shared.stats;
-        while let Some(job) = self.jobs.pop() {
+        let me = Sleeper::current();
+        while let Some(job) = self.jobs.pop(&me) {
             let Job {
                 token,
                 mut conn,
