@@ -82,6 +82,7 @@ pub(crate) fn run<G: Gateway>(
     gateway: Arc<G>,
 ) -> io::Result<()> {
     let config = &shared.config;
+    let _batch = super::sched::Batch::enter(config.batch_scheduling);
     let size = config.pool_workers();
     let max_connections = config
         .max_connections

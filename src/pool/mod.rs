@@ -8,6 +8,7 @@
 
 mod event_loop;
 mod queue;
+mod sched;
 mod worker;
 
 use std::io;

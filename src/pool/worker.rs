@@ -128,6 +128,7 @@ impl<G: Gateway> Workers<G> {
             worker: Some(busy),
         };
         let stats = &self.shared.stats;
+        let _batch = super::sched::Batch::enter(self.shared.config.batch_scheduling);
         let me = Sleeper::current();
         while let Some(job) = self.jobs.pop(&me) {
             let Job {
