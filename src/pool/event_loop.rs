@@ -28,6 +28,9 @@ const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKE: Token = Token(usize::MAX - 2);
 /// How often timers and stuck workers are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// After a round that made this many requests ready, the loop lets the workers run before
+/// it reads more.
+const YIELD_AFTER: usize = 64;
 /// Recycled read buffers kept for connections that wake up.
 const SPARE_BUFFERS: usize = 256;
 /// Ready requests the job queue holds per worker before the loop keeps the rest itself.
@@ -64,6 +67,8 @@ struct Loop<G> {
     jobs: Arc<JobQueue>,
     /// Jobs were queued since the last wake-up call.
     queued_new: bool,
+    /// Requests made ready in this round of events.
+    round_jobs: usize,
     done: Receiver<Done>,
     /// Ready connections waiting for room in the job queue.
     ready: VecDeque<Job>,
@@ -103,6 +108,7 @@ pub(crate) fn run<G: Gateway>(
         max_connections,
         jobs,
         queued_new: false,
+        round_jobs: 0,
         done,
         ready: VecDeque::new(),
         workers,
@@ -148,6 +154,9 @@ impl<G: Gateway> Loop<G> {
             if Instant::now() >= next_tick {
                 self.tick();
                 next_tick = Instant::now() + TICK;
+            }
+            if std::mem::take(&mut self.round_jobs) >= YIELD_AFTER {
+                std::thread::yield_now();
             }
         }
         Ok(())
@@ -321,6 +330,7 @@ impl<G: Gateway> Loop<G> {
             readiness: readiness.clone(),
         };
         self.shared.stats.queued.fetch_add(1, Relaxed);
+        self.round_jobs += 1;
         if !self.ready.is_empty() {
             self.ready.push_back(job);
             return;
