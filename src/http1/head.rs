@@ -2,9 +2,10 @@
 //! `http` crate's types. Everything that could let a request be read two ways (smuggling) is
 //! rejected here, before a gateway sees the request.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
@@ -190,7 +191,7 @@ fn parse_complete<'b>(
     };
 
     // One copy of the head backs the target and every field value (no allocation each).
-    let shared = Bytes::copy_from_slice(&head[..len]);
+    let shared = copy_head(&head[..len]);
     let slice = |part: &[u8]| {
         let at = part.as_ptr() as usize - head.as_ptr() as usize;
         shared.slice(at..at + part.len())
@@ -237,6 +238,30 @@ fn parse_complete<'b>(
         keep_alive,
         expect_continue,
         len,
+    })
+}
+
+/// Heads are copied into a buffer kept per thread; once a request's fields are dropped, the
+/// next heads reuse its space, so a steady stream of requests allocates nothing here.
+const HEAD_STORE: usize = 4 * 1024;
+
+thread_local! {
+    static HEAD_STORE_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A shared copy of `head` (larger heads than the store get their own allocation).
+fn copy_head(head: &[u8]) -> Bytes {
+    if head.len() > HEAD_STORE / 4 {
+        return Bytes::copy_from_slice(head);
+    }
+    HEAD_STORE_BUF.with(|store| {
+        let mut store = store.borrow_mut();
+        if store.capacity() < head.len() {
+            // Takes the whole buffer back if no earlier head is alive, else starts another.
+            store.reserve(HEAD_STORE);
+        }
+        store.extend_from_slice(head);
+        store.split().freeze()
     })
 }
 
@@ -457,6 +482,28 @@ mod tests {
             find_head_end(raw, &mut scanned, &limits).unwrap(),
             Some(raw.len() - 5)
         );
+    }
+
+    #[test]
+    fn heads_share_a_reused_store_without_disturbing_kept_fields() {
+        // Fields kept from earlier requests pin their part of the store; later heads, small
+        // and over the store's limit, go elsewhere and every kept value stays as it was.
+        let mut kept = Vec::new();
+        for i in 0..3 * HEAD_STORE {
+            let pad = if i % 500 == 0 {
+                "p".repeat(HEAD_STORE)
+            } else {
+                String::new()
+            };
+            let raw = format!("GET /{i} HTTP/1.1\r\nHost: h{i}\r\nX-Pad: {pad}\r\n\r\n");
+            let head = parse(&raw).unwrap();
+            if i % 7 == 0 {
+                kept.push((i, head.headers));
+            }
+        }
+        for (i, headers) in kept {
+            assert_eq!(headers["host"], format!("h{i}").as_str());
+        }
     }
 
     #[test]
