@@ -555,6 +555,13 @@ fn gateway_hop_by_hop_fields_are_not_sent(backend: Backend) {
             assert_eq!(reply.header(name), None, "{path}: {name} passed through");
         }
     }
+    // The gateway is told why its fields vanished.
+    for name in ["upgrade", "trailer", "te"] {
+        assert_logged(&[
+            "gateway set a hop-by-hop field",
+            &format!("field={name} value="),
+        ]);
+    }
 }
 
 // --- Field values and statuses -------------------------------------------------------------
