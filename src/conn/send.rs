@@ -10,7 +10,7 @@ use http::{StatusCode, Version};
 
 use super::{error_response, Conn, Next};
 use crate::body::Kind;
-use crate::http1::{plan_response, write_response_head, BodyFraming};
+use crate::http1::{is_hop_by_hop, plan_response, write_response_head, BodyFraming};
 use crate::transport::{write_all_wait, Transport};
 use crate::Response;
 
@@ -261,13 +261,12 @@ impl<T: Transport> Conn<T> {
 /// The server owns framing and hop-by-hop fields; a gateway setting them is told why they
 /// vanish (a dropped `Transfer-Encoding: gzip` would otherwise be a mystery).
 fn warn_on_server_owned_fields(headers: &http::HeaderMap) {
-    use http::header::{CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     // One pass over the (few) fields costs less than a hashed lookup of each owned name.
     for (name, value) in headers {
-        if ![TRANSFER_ENCODING, CONNECTION, TE, TRAILER, UPGRADE].contains(name) {
+        if !is_hop_by_hop(name) {
             continue;
         }
-        if name == CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
+        if name == http::header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
             continue; // honoured, not dropped
         }
         tracing::warn!(field = %name, ?value, "gateway set a hop-by-hop field; the server drops it");

@@ -115,16 +115,20 @@ fn asks_to_close(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Header fields the server owns: hop-by-hop fields and framing.
-fn server_owned(name: &HeaderName) -> bool {
+/// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, which the server owns.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
-        || name == header::CONTENT_LENGTH
         || name == header::TE
         || name == header::TRAILER
         || name == header::UPGRADE
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+}
+
+/// Header fields the server owns: hop-by-hop fields and framing.
+fn server_owned(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || is_hop_by_hop(name)
 }
 
 /// Serializes a response head into `out` following `plan`. Returns how many of the

@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use crate::body::Kind;
+use crate::http1::is_hop_by_hop;
 use crate::input::Source;
 use crate::{Body, Environ, Gateway, Input, Request, Response};
 
@@ -180,16 +181,6 @@ impl Source for CheckedInput<'_> {
     }
 }
 
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-];
-
 fn check_response(res: Response, is_head: bool) -> Response {
     let status = res.status();
     if status.is_informational() {
@@ -207,7 +198,7 @@ fn check_response(res: Response, is_head: bool) -> Response {
             );
         }
     }
-    if let Some(name) = HOP_BY_HOP.iter().find(|n| headers.contains_key(**n)) {
+    if let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)) {
         violated(
             "no-hop-by-hop-headers",
             format!(
