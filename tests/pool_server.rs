@@ -10,73 +10,19 @@
 mod support;
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use sgi::{Body, Config, Gateway, Handle, PoolServer, Request, Response, Timeouts};
-use support::{config, target, wait_until, Gate, RawClient, PATIENCE};
+use sgi::{Body, Config, Gateway, Request, Response, Timeouts};
+use support::{config, start, target, wait_until, Backend, Gate, RawClient, Running, PATIENCE};
 
 /// How long a fresh request may take while the pool is under the test's load.
 const PROMPT: Duration = Duration::from_secs(1);
 
-/// A pool server on its own thread with the pool size the test asks for (support's `start`
-/// fixes it at 4); dropping it shuts the server down.
-struct Pool {
-    addr: SocketAddr,
-    handle: Handle,
-    serving: Option<JoinHandle<io::Result<()>>>,
-}
-
-fn serve<G: Gateway>(config: Config, gateway: G) -> Pool {
-    let server = PoolServer::bind_with("127.0.0.1:0", config).expect("bind");
-    let (addr, handle) = (server.local_addr(), server.handle());
-    let serving = std::thread::Builder::new()
-        .name("test-serve".into())
-        .spawn(move || server.serve(gateway))
-        .expect("spawn the serving thread");
-    Pool {
-        addr,
-        handle,
-        serving: Some(serving),
-    }
-}
-
-impl Pool {
-    fn connect(&self) -> RawClient {
-        RawClient::connect(self.addr)
-    }
-
-    /// Whether `serve` has returned.
-    fn has_stopped(&self) -> bool {
-        self.serving.as_ref().map_or(true, |t| t.is_finished())
-    }
-
-    /// Waits (within [`PATIENCE`]) for `serve` to return, and returns its result.
-    fn join(&mut self) -> io::Result<()> {
-        let Some(serving) = self.serving.take() else {
-            return Ok(());
-        };
-        wait_until("serve returns", || serving.is_finished());
-        match serving.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(serving) = self.serving.take() {
-            // Bounded, and never a second panic: a failed test keeps its own message.
-            let deadline = Instant::now() + PATIENCE;
-            while !serving.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
+/// A pool server on its own thread, with the pool size and timeouts the test sets.
+fn serve<G: Gateway>(config: Config, gateway: G) -> Running {
+    start(Backend::Pool, config, gateway)
 }
 
 fn get(path: &str) -> String {
@@ -108,7 +54,7 @@ fn threads() -> usize {
 }
 
 /// Sends one request on a new connection and reads its answer; panics past [`PROMPT`].
-fn answered_promptly(pool: &Pool, path: &str) {
+fn answered_promptly(pool: &Running, path: &str) {
     let started = Instant::now();
     let mut client = pool.connect();
     client.send(get(path));
@@ -119,6 +65,44 @@ fn answered_promptly(pool: &Pool, path: &str) {
         "{path} took {:?} (over {PROMPT:?})",
         started.elapsed()
     );
+}
+
+/// Opens `n` connections that each send `partial(i)`, a request that never completes, and
+/// checks that the event loop holds them all (no worker busy, nothing queued) while `fresh`
+/// other requests are answered promptly.
+fn stall_in_the_loop(
+    pool: &Running,
+    n: usize,
+    fresh: usize,
+    partial: impl Fn(usize) -> &'static str,
+) -> Vec<RawClient> {
+    let mut stalled: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for (i, client) in stalled.iter_mut().enumerate() {
+        client.send(partial(i));
+    }
+    wait_until("the loop holds every stalled connection", || {
+        pool.handle.stats().open_connections == n
+    });
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.busy_workers, stats.queued_requests),
+        (0, 0),
+        "{stats:?}"
+    );
+    for i in 0..fresh {
+        answered_promptly(pool, &format!("/fresh/{i}"));
+    }
+    stalled
+}
+
+/// Every one of `stalled` is answered 408, told the connection closes, and closed.
+fn hear_408_and_close(stalled: Vec<RawClient>) {
+    for mut client in stalled {
+        let reply = client.response();
+        assert_eq!(reply.status, 408, "{reply:?}");
+        assert!(reply.closes(), "{reply:?}");
+        client.expect_closed();
+    }
 }
 
 #[test]
@@ -169,31 +153,11 @@ fn slowloris_heads_never_reach_a_worker() {
         target,
     );
     let started = Instant::now();
-    let mut stalled: Vec<_> = (0..n).map(|_| pool.connect()).collect();
-    for client in &mut stalled {
-        client.send("GET /slow HTTP/1.1\r\nHost: x\r\nX-Never: end");
-    }
-    wait_until("the loop holds every stalled connection", || {
-        pool.handle.stats().open_connections == n
+    let stalled = stall_in_the_loop(&pool, n, 50, |_| {
+        "GET /slow HTTP/1.1\r\nHost: x\r\nX-Never: end"
     });
-    let stats = pool.handle.stats();
-    assert_eq!(
-        (stats.busy_workers, stats.queued_requests),
-        (0, 0),
-        "{stats:?}"
-    );
-
-    for i in 0..50 {
-        answered_promptly(&pool, &format!("/fresh/{i}"));
-    }
-
     // Only the loop answers a half-read head with 408 (a worker would see a complete one).
-    for client in &mut stalled {
-        let reply = client.response();
-        assert_eq!(reply.status, 408, "{reply:?}");
-        assert!(reply.closes(), "{reply:?}");
-        client.expect_closed();
-    }
+    hear_408_and_close(stalled);
     let waited = started.elapsed();
     assert!(waited >= head, "408 before the head timeout: {waited:?}");
     assert!(
@@ -217,39 +181,18 @@ fn slow_uploads_of_small_bodies_never_reach_a_worker() {
         target,
     );
     let started = Instant::now();
-    let mut stalled: Vec<_> = (0..n).map(|_| pool.connect()).collect();
-    for (i, client) in stalled.iter_mut().enumerate() {
-        // A small body, half sent; half of them chunked.
-        if i % 2 == 0 {
-            client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab");
-        } else {
-            client
-                .send("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
-        }
-    }
-    wait_until("the loop holds every slow upload", || {
-        pool.handle.stats().open_connections == n
+    // A small body, half sent; half of them chunked.
+    let stalled = stall_in_the_loop(&pool, n, 20, |i| match i % 2 {
+        0 => "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab",
+        _ => "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
     });
-    let stats = pool.handle.stats();
-    assert_eq!(
-        (stats.busy_workers, stats.queued_requests),
-        (0, 0),
-        "{stats:?}"
-    );
-    for i in 0..20 {
-        answered_promptly(&pool, &format!("/fresh/{i}"));
-    }
     // A body that completes is served as usual.
     let mut finishing = pool.connect();
     finishing.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab");
     finishing.send("cde");
     assert_eq!(finishing.response().status, 200);
     // The stalled ones hear 408 once the body timeout passes without progress.
-    for client in &mut stalled {
-        let reply = client.response();
-        assert_eq!(reply.status, 408, "{reply:?}");
-        client.expect_closed();
-    }
+    hear_408_and_close(stalled);
     assert!(started.elapsed() >= body);
 }
 
