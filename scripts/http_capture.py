@@ -162,6 +162,24 @@ def read_chunked(buf, pos, eof):
         trailers.append((name, value.strip(" \t")))
 
 
+def print_examples(labels, limit):
+    """Prints the first `limit` of `labels`, indented, and how many more there are."""
+    for label in labels[:limit]:
+        print(f"      {label}")
+    if len(labels) > limit:
+        print(f"      ... and {len(labels) - limit} more")
+
+
+def verdict(failures, passed):
+    """Prints the failures and exits 1, or prints the `passed` line."""
+    if failures:
+        print("\nFAIL:")
+        for failure in failures:
+            print(f"  {failure}")
+        sys.exit(1)
+    print(passed)
+
+
 def split_responses(data, methods):
     """Splits a whole outbound stream into responses, one list (interim + final) per request.
 

@@ -179,18 +179,10 @@ def main():
         for key in sorted(tally, key=lambda k: (order.get(k[0], 1), k[1])):
             level, summary = key
             print(f"  [{level}] x{tally[key]} {summary}")
-            for w in where[key][:4]:
-                print(f"      {w}")
-            if len(where[key]) > 4:
-                print(f"      ... and {len(where[key]) - 4} more")
+            http_capture.print_examples(where[key], 4)
         if not tally:
             print("  none")
-        if failures:
-            print("\nFAIL:")
-            for f in failures:
-                print(f"  {f}")
-            sys.exit(1)
-        print("PASS: no BAD httplint note on any response")
+        http_capture.verdict(failures, "PASS: no BAD httplint note on any response")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -180,21 +180,13 @@ def main():
         for key in sorted(counts, key=lambda k: (order[k[0]], k[1], k[2])):
             severity, nid, side, title = key
             print(f"  {severity[0].upper()} {nid} x{counts[key]} on the {side}: {title}")
-            for w in where[key][:6]:
-                print(f"      {w}")
-            if len(where[key]) > 6:
-                print(f"      ... and {len(where[key]) - 6} more")
+            http_capture.print_examples(where[key], 6)
         for nid, reason in SILENCED.items():
             print(f"  (silenced: {nid}, {reason})")
         n_resp = sum(len(s) for r in manifest for s in r["statuses"])
         print(f"\n{len(manifest)} connections, {n_resp} responses "
               f"({len(malformed)} connections malformed on purpose)")
-        if failures:
-            print("\nFAIL:")
-            for f in failures:
-                print(f"  {f}")
-            sys.exit(1)
-        print("PASS: no error-level HTTPolice notice about any response")
+        http_capture.verdict(failures, "PASS: no error-level HTTPolice notice about any response")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
