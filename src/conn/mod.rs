@@ -148,6 +148,28 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Whether bytes of a next request may be waiting: buffered, or left in the socket by a
+    /// read that filled the buffer (no new readiness event will announce those).
+    pub(crate) fn may_have_more(&self) -> bool {
+        !self.buf.is_empty() || self.io.maybe_readable()
+    }
+
+    /// After a response, whether the next pipelined request is ready to serve on this
+    /// thread: its head is buffered, or it is read now, without blocking, from bytes a read
+    /// that filled the buffer left in the socket. A small body still to come is not waited
+    /// for here.
+    pub(crate) fn next_pipelined(&mut self, shared: &Shared) -> bool {
+        if self.head(shared) == Head::Ready {
+            return true;
+        }
+        if !self.io.maybe_readable() {
+            return false;
+        }
+        matches!(self.read_available(shared), Ok(true))
+            && self.head(shared) == Head::Ready
+            && !self.awaits_body(shared)
+    }
+
     /// Whether the event loop should keep this connection until its body is in: a small
     /// body ([`Limits::max_buffered_body`](crate::Limits)) not yet fully buffered, with no
     /// `100-continue` to wait for. A slow upload then holds no worker. The head is parsed

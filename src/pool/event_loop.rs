@@ -21,7 +21,7 @@ use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
 use crate::server::{accept_error_is_transient, listening_poll, Shared, Throttle};
-use crate::transport::{Socket, Transport};
+use crate::transport::Socket;
 use crate::Gateway;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -392,7 +392,7 @@ impl<G: Gateway> Loop<G> {
             match next {
                 Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, false),
                 Next::KeepAlive => {
-                    let maybe_more = readable || conn.io.maybe_readable() || !conn.buf.is_empty();
+                    let maybe_more = readable || conn.may_have_more();
                     self.park(token, conn);
                     // Bytes may have arrived while a worker had the connection.
                     if maybe_more {

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::event_loop::Readiness;
 use super::queue::{JobQueue, Sleeper};
-use crate::conn::{Conn, Ctx, Head, Next};
+use crate::conn::{Conn, Ctx, Next};
 use crate::server::Shared;
 use crate::transport::Socket;
 use crate::Gateway;
@@ -141,21 +141,28 @@ impl<G: Gateway> Workers<G> {
             stats.active.fetch_add(1, Relaxed);
             let next = loop {
                 let next = conn.serve(&ctx);
-                // A pipelined request already buffered is served here, without a round trip.
-                if next != Next::KeepAlive || conn.head(&self.shared) != Head::Ready {
+                // A pipelined request is served here, without a round trip through the loop.
+                if next != Next::KeepAlive || !conn.next_pipelined(&self.shared) {
                     break next;
                 }
             };
+            // Bytes the loop will not hear of (no new readiness event) need it woken.
+            let more = conn.may_have_more();
             busy.end();
             stats.active.fetch_sub(1, Relaxed);
             stats.busy.fetch_sub(1, Relaxed);
             if self.done.send(Done { token, conn, next }).is_err() {
                 break;
             }
-            // A closing connection needs the loop now; a keep-alive one only if it turned
-            // readable meanwhile (else its next request's event wakes the loop).
+            // A closing connection needs the loop now; a keep-alive one only if it has bytes
+            // to read already or turned readable meanwhile (else its next request's event
+            // wakes the loop).
             std::sync::atomic::fence(SeqCst);
-            if next != Next::KeepAlive || readiness.load(SeqCst) || self.shared.is_shutting_down() {
+            if next != Next::KeepAlive
+                || more
+                || readiness.load(SeqCst)
+                || self.shared.is_shutting_down()
+            {
                 let _ = self.waker.wake();
             }
             if busy.replaced.load(Relaxed) {
