@@ -16,10 +16,12 @@ use std::time::Instant;
 
 use http::{Response as HttpResponse, StatusCode, Version};
 
-use crate::http1::{find_head_end, parse_head_exact, parse_request_head, Framing, RequestHead};
+use crate::http1::{
+    find_head_end, parse_head_exact, parse_request_head, ChunkedDecoder, Framing, RequestHead, Step,
+};
 use crate::server::Shared;
 use crate::transport::Transport;
-use crate::{Body, Environ, Error, Gateway, Input, Response, Scheme};
+use crate::{Body, Environ, Error, Gateway, Input, Limits, Response, Scheme};
 use body::{BodyError, BodyReader, BodyState};
 pub(crate) use buffer::ReadBuf;
 
@@ -74,6 +76,9 @@ pub(crate) struct Conn<T: Transport> {
     head_len: Option<usize>,
     /// That head, parsed by the event loop while it waits for a small body.
     parsed: Option<RequestHead>,
+    /// How far the loop has decoded that body, if chunked: each read decodes only the new
+    /// bytes (a body trickled in byte by byte costs linear time, not quadratic).
+    body_scan: Option<(ChunkedDecoder, usize)>,
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,
     served: u64,
@@ -91,6 +96,7 @@ impl<T: Transport> Conn<T> {
             scanned: 0,
             head_len: None,
             parsed: None,
+            body_scan: None,
             head_started: None,
             served: 0,
             peer,
@@ -200,7 +206,8 @@ impl<T: Transport> Conn<T> {
             Framing::None => false,
             Framing::Length(n) => n <= limits.max_buffered_body as u64 && (after.len() as u64) < n,
             Framing::Chunked => {
-                after.len() <= limits.max_buffered_body && !chunked_complete(after, limits)
+                let scan = self.body_scan.get_or_insert_with(Default::default);
+                after.len() <= limits.max_buffered_body && !chunked_complete(after, scan, limits)
             }
         }
     }
@@ -263,6 +270,7 @@ impl<T: Transport> Conn<T> {
         let started = self.head_started.take().unwrap_or_else(Instant::now);
         self.scanned = 0;
         let filled = self.buf.filled();
+        self.body_scan = None;
         let parsed = match (self.parsed.take(), self.head_len.take()) {
             (Some(head), _) => Ok(Some(head)),
             (None, Some(len)) => parse_head_exact(&filled[..len], &config.limits).map(Some),
@@ -442,18 +450,19 @@ pub(crate) fn error_response(status: StatusCode) -> Response {
     response
 }
 
-/// Whether `bytes` hold a whole chunked body (or one that is malformed: a worker answers it).
-fn chunked_complete(mut bytes: &[u8], limits: &crate::Limits) -> bool {
-    let mut decoder = crate::http1::ChunkedDecoder::new();
+/// Whether `bytes` hold a whole chunked body (or one that is malformed: a worker answers it),
+/// going on from where `scan` (the decoder and the bytes it has been through) stopped.
+fn chunked_complete(bytes: &[u8], scan: &mut (ChunkedDecoder, usize), limits: &Limits) -> bool {
+    let (decoder, at) = scan;
     loop {
-        match decoder.step(bytes, limits) {
-            Ok(crate::http1::Step::Framing(n)) => bytes = &bytes[n..],
-            Ok(crate::http1::Step::Data(n)) => {
+        match decoder.step(&bytes[*at..], limits) {
+            Ok(Step::Framing(n)) => *at += n,
+            Ok(Step::Data(n)) => {
                 decoder.consume(n);
-                bytes = &bytes[n..];
+                *at += n;
             }
-            Ok(crate::http1::Step::NeedMore) => return false,
-            Ok(crate::http1::Step::Done(_)) | Err(_) => return true,
+            Ok(Step::NeedMore) => return false,
+            Ok(Step::Done(_)) | Err(_) => return true,
         }
     }
 }
