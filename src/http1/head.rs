@@ -136,13 +136,20 @@ pub(crate) fn parse_head_exact(head: &[u8], limits: &Limits) -> Result<RequestHe
     }
 }
 
+/// The request line (without its line ending) and where it starts, after any blank lines.
+fn request_line(head: &[u8]) -> Option<(usize, &[u8])> {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let end = head[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |n| start + n);
+    let line = &head[start..end];
+    Some((start, line.strip_suffix(b"\r").unwrap_or(line)))
+}
+
 /// Where the minor digit of an `HTTP/1.2`..`HTTP/1.9` request line is.
 fn later_minor_version(head: &[u8]) -> Option<usize> {
-    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let end = start + head[start..].iter().position(|&b| b == b'\n')?;
-    let line = head[start..end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&head[start..end]);
+    let (start, line) = request_line(head)?;
     match line {
         [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => {
             Some(start + line.len() - 1)
@@ -396,10 +403,7 @@ fn valid_host(value: Bytes) -> bool {
 
 /// `505` for a well-formed version we do not speak, `400` for garbage in its place.
 fn version_error(head: &[u8]) -> Error {
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = head[..line_end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&head[..line_end]);
+    let line = request_line(head).map_or(&b""[..], |(_, line)| line);
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
@@ -680,15 +684,23 @@ mod tests {
 
     #[test]
     fn reads_later_http1_minor_versions_as_http11() {
-        let head = parse("GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!(head.version, Version::HTTP_11);
-        assert!(head.keep_alive);
+        // Blank lines before the request line are ignored here too (RFC 9112 §2.2).
+        for raw in [
+            "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+            "\r\n\r\nGET / HTTP/1.9\r\nHost: x\r\n\r\n",
+        ] {
+            let head = parse(raw).unwrap();
+            assert_eq!(head.version, Version::HTTP_11, "{raw:?}");
+            assert!(head.keep_alive);
+        }
     }
 
     #[test]
     fn answers_505_for_other_versions() {
         rejects("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505);
+        rejects("\r\nGET / HTTP/2.0\r\nHost: x\r\n\r\n", 505);
         rejects("GET / HTTP/1.1x\r\nHost: x\r\n\r\n", 400);
+        rejects("\r\nGET / HTTP/1.1x\r\nHost: x\r\n\r\n", 400);
     }
 
     #[test]
