@@ -416,37 +416,25 @@ fn pipelined_requests_are_served_by_one_worker_trip() {
 }
 
 #[test]
-fn a_pipelined_burst_larger_than_the_read_buffer_is_served_in_one_worker_trip() {
-    // Enough requests to fill the connection's read buffer many times over: the worker
-    // reads the rest of the burst itself instead of handing the connection back between
-    // buffers. (Handed back without a wake-up, the rest of the burst waited for the loop's
-    // next 100 ms tick after every buffer: about 4 s for this burst.)
+fn a_pipelined_burst_larger_than_the_read_buffer_is_served_without_stalls() {
+    // Enough requests to fill the connection's read buffer many times over. Handed back to
+    // the loop without a wake-up while the rest of the burst sat in the socket, it waited for
+    // the loop's next 100 ms tick after every buffer: about 4 s for this burst. (The worker
+    // now reads on itself; when the client has not sent more yet, the burst goes back to the
+    // loop, and may be served by another worker, which is fine.)
     const N: usize = 10_000;
-    let pool = serve(config().workers(4), |req: Request<'_>| {
-        let thread = std::thread::current().id();
-        Response::new(Body::from(format!("{} {thread:?}", req.uri())))
-    });
+    let pool = serve(config().workers(4), target);
     let mut client = pool.connect();
     let burst: String = (0..N).map(|i| get(&format!("/{i}"))).collect();
     assert!(burst.len() > 8 * 8 * 1024, "{} bytes", burst.len());
     let mut writer = client.try_clone_stream();
     let sending = std::thread::spawn(move || writer.write_all(burst.as_bytes()));
     let started = Instant::now();
-    let mut threads = std::collections::HashSet::new();
     for i in 0..N {
-        let reply = client.response();
-        let text = reply.text();
-        let (path, thread) = text.split_once(' ').expect("target and thread");
-        assert_eq!(path, format!("/{i}"), "answered out of order");
-        threads.insert(thread.to_string());
+        assert_eq!(client.response().text(), format!("/{i}"), "answered out of order");
     }
     let took = started.elapsed();
     sending.join().unwrap().expect("the burst was sent");
-    assert_eq!(
-        threads.len(),
-        1,
-        "the burst went back to the loop: {threads:?}"
-    );
     // Served straight through this takes well under 0.1 s here.
     assert!(took < Duration::from_secs(2), "the burst took {took:?}");
 }
