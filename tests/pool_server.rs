@@ -431,7 +431,11 @@ fn a_pipelined_burst_larger_than_the_read_buffer_is_served_without_stalls() {
     let sending = std::thread::spawn(move || writer.write_all(burst.as_bytes()));
     let started = Instant::now();
     for i in 0..N {
-        assert_eq!(client.response().text(), format!("/{i}"), "answered out of order");
+        assert_eq!(
+            client.response().text(),
+            format!("/{i}"),
+            "answered out of order"
+        );
     }
     let took = started.elapsed();
     sending.join().unwrap().expect("the burst was sent");

@@ -340,29 +340,40 @@ impl<T: Transport> Conn<T> {
         };
 
         // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
-        let (response, mut close) = match reader.conn.body.error {
+        let (response, close) = match reader.conn.body.error {
             None => (response, panicked),
             Some(error) => match error_status(error) {
                 Some(status) => (error_response(status), true),
                 None => {
+                    // The client is gone mid-body; answers to requests before it still go.
+                    let _ = reader.conn.flush();
                     shared.stats.served();
                     return Next::Close;
                 }
             },
         };
-        // Unread body: drain a little (it must not be parsed as the next request), else close.
+        let body = &reader.conn.body;
         // Whether 100 Continue was never sent (the client may not send the body at all), close.
-        if !reader.conn.body.is_done() {
-            close |= reader.conn.body.continue_pending || !reader.drain(DRAIN_BUDGET);
-        }
-        let keep_alive = keep_alive
+        let mut keep_alive = keep_alive
             && !close
+            && (!body.continue_pending || body.is_done())
             && !shared.is_shutting_down()
             && config
                 .max_requests_per_connection
-                .map_or(true, |max| self.served < max);
+                .map_or(true, |max| reader.conn.served < max);
+        // Unread body on a connection that lives on: drain a little (it must not be parsed as
+        // the next request), else close.
+        if keep_alive && !reader.conn.body.is_done() {
+            keep_alive = reader.drain(DRAIN_BUDGET);
+        }
+        // Body bytes may still be on their way: a closing connection lingers, so the client
+        // reads this response instead of a reset.
+        let unread = !self.body.is_done();
         let status = response.status();
-        let sent = self.send_response(response, version, is_head, keep_alive);
+        let mut sent = self.send_response(response, version, is_head, keep_alive);
+        if unread && sent.next == Next::Close {
+            sent.next = Next::Linger;
+        }
         shared.stats.served();
         if let Some((method, uri)) = log {
             tracing::info!(
