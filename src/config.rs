@@ -206,8 +206,16 @@ impl Config {
     }
 
     /// The pool size this configuration asks for.
+    /// The pool's size: at least 1, as the setter ensures (the field is public, and a pool
+    /// of none would accept connections and never answer them).
     pub(crate) fn pool_workers(&self) -> usize {
         self.workers
             .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// The connection cap, `default` if none is set; at least 1, as the setter ensures.
+    pub(crate) fn connection_cap(&self, default: impl FnOnce() -> usize) -> usize {
+        self.max_connections.unwrap_or_else(default).max(1)
     }
 }

@@ -111,7 +111,7 @@ impl DevServer {
     pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
         let DevServer { listener, shared } = self;
         let config = &shared.config;
-        let cap = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let cap = config.connection_cap(|| DEFAULT_MAX_CONNECTIONS);
         let gateway = Arc::new(gateway);
         let linger = Arc::new(Linger::start(config.timeouts.linger, 4096)?);
         let live = Arc::new(Live::default());

@@ -444,6 +444,17 @@ fn a_pipelined_burst_larger_than_the_read_buffer_is_served_without_stalls() {
 }
 
 #[test]
+fn a_pool_configured_with_zero_workers_or_connections_still_serves() {
+    // The fields are public, so the setters' clamp to 1 can be bypassed.
+    let mut config = config();
+    config.workers = Some(0);
+    config.max_connections = Some(0);
+    let pool = serve(config, target);
+    answered_promptly(&pool, "/zero");
+    assert_eq!(pool.handle.stats().workers, 1);
+}
+
+#[test]
 fn accept_pauses_at_max_connections() {
     const CAP: usize = 10;
     let pool = serve(config().workers(2).max_connections(CAP), target);

@@ -89,9 +89,7 @@ pub(crate) fn run<G: Gateway>(
     let config = &shared.config;
     let _batch = super::sched::Batch::enter(config.batch_scheduling);
     let size = config.pool_workers();
-    let max_connections = config
-        .max_connections
-        .unwrap_or_else(|| super::fd_budget(size));
+    let max_connections = config.connection_cap(|| super::fd_budget(size));
     let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
