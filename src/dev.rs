@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use crate::conn::{Conn, Ctx, Next, Wait};
 use crate::linger::Linger;
-use crate::server::{accept_error_is_transient, bind, listening_poll, Shared, Throttle};
+use crate::server::{bind, listening_poll, AcceptErrors, Shared, Throttle};
 use crate::transport::Socket;
 use crate::{Config, Gateway, Handle};
 
@@ -122,7 +122,7 @@ impl DevServer {
         let mut events = Events::with_capacity(64);
         let mut backoff: Option<Duration> = None;
         let mut shed = Shedding::default();
-        let mut accept_errors = Throttle::default();
+        let mut accept_errors = AcceptErrors::default();
         let mut next_id = 0u64;
         while !shared.is_shutting_down() {
             if let Err(e) = poll.poll(&mut events, backoff) {
@@ -135,14 +135,10 @@ impl DevServer {
                 let (stream, peer) = match listener.accept() {
                     Ok(accepted) => accepted,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if accept_error_is_transient(&e) => {
-                        if let Some(times) = accept_errors.pass() {
-                            tracing::warn!(error = %e, times, "accept failed; backing off");
-                        }
-                        backoff = Some(Duration::from_millis(50));
+                    Err(e) => {
+                        backoff = Some(accept_errors.failed(&e));
                         break;
                     }
-                    Err(e) => return Err(e),
                 };
                 if live.len() >= cap {
                     shed.reject(Arc::new(stream), &linger, &shared, "connection cap reached");

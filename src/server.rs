@@ -192,8 +192,33 @@ pub(crate) fn bind(
     }))
 }
 
-/// Whether an `accept` error is worth retrying after a pause (rather than a bug).
-pub(crate) fn accept_error_is_transient(e: &std::io::Error) -> bool {
+/// How both backends meet a failed `accept`: never by giving up. Besides running out of
+/// descriptors or memory, Linux reports a new connection's pending network errors (EPROTO,
+/// ENETDOWN, EHOSTUNREACH, ...) through `accept`, to be retried like EAGAIN. Each failure
+/// pauses accepting for a moment and is logged at most once a second: a warning for the
+/// kinds expected under load, an error for the rest.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptErrors(Throttle);
+
+impl AcceptErrors {
+    /// How long accepting pauses after a failure.
+    pub(crate) const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Logs `e` (throttled) and returns how long to pause accepting.
+    pub(crate) fn failed(&mut self, e: &std::io::Error) -> std::time::Duration {
+        if let Some(times) = self.0.pass() {
+            if accept_error_is_transient(e) {
+                tracing::warn!(error = %e, times, "accept failed; backing off");
+            } else {
+                tracing::error!(error = %e, times, "accept failed; backing off");
+            }
+        }
+        Self::PAUSE
+    }
+}
+
+/// Whether an `accept` error is one expected under load (rather than a surprise).
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),

@@ -20,7 +20,7 @@ use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
-use crate::server::{accept_error_is_transient, listening_poll, Shared, Throttle};
+use crate::server::{listening_poll, AcceptErrors, Shared};
 use crate::transport::Socket;
 use crate::Gateway;
 
@@ -78,7 +78,7 @@ struct Loop<G> {
     accepting: bool,
     accept_paused_until: Option<Instant>,
     warned_full: bool,
-    accept_errors: Throttle,
+    accept_errors: AcceptErrors,
 }
 
 pub(crate) fn run<G: Gateway>(
@@ -115,7 +115,7 @@ pub(crate) fn run<G: Gateway>(
         accepting: true,
         accept_paused_until: None,
         warned_full: false,
-        accept_errors: Throttle::default(),
+        accept_errors: AcceptErrors::default(),
     };
     let result = lp.serve(&listener);
     drop(listener);
@@ -181,14 +181,7 @@ impl<G: Gateway> Loop<G> {
                     return;
                 }
                 Err(e) => {
-                    if let Some(times) = self.accept_errors.pass() {
-                        if accept_error_is_transient(&e) {
-                            tracing::warn!(error = %e, times, "accept failed; backing off");
-                        } else {
-                            tracing::error!(error = %e, times, "accept failed; backing off");
-                        }
-                    }
-                    self.accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
+                    self.accept_paused_until = Some(Instant::now() + self.accept_errors.failed(&e));
                     return;
                 }
             }
