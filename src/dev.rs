@@ -203,9 +203,9 @@ impl DevServer {
             );
             live.close_all();
         }
-        if let Ok(linger) = Arc::try_unwrap(linger) {
-            linger.stop();
-        }
+        // Connection threads still ending hold the linger thread too; the last one to go
+        // stops it.
+        drop(linger);
         Ok(())
     }
 }

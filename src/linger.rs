@@ -31,9 +31,15 @@ impl Linger {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let (tx, rx) = crossbeam_channel::bounded(capacity);
+        // The thread keeps the waker's descriptor open: closed, it would take a wake-up not
+        // yet seen with it (see `Drop`).
+        let own_waker = waker.clone();
         let thread = std::thread::Builder::new()
             .name("sgi-linger".into())
-            .spawn(move || run(poll, rx, timeout, capacity))?;
+            .spawn(move || {
+                let _waker = own_waker;
+                run(poll, rx, timeout, capacity)
+            })?;
         Ok(Linger {
             tx: Some(tx),
             waker,
@@ -54,13 +60,22 @@ impl Linger {
         }
     }
 
-    /// Closes every lingering socket and ends the thread.
+    /// Closes every lingering socket and ends the thread, waiting for it.
     pub(crate) fn stop(mut self) {
         self.tx = None;
         let _ = self.waker.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Linger {
+    /// Ends the thread without waiting for it: with the sender gone, it closes its sockets
+    /// and returns as soon as the wake-up reaches it.
+    fn drop(&mut self) {
+        self.tx = None;
+        let _ = self.waker.wake();
     }
 }
 
@@ -142,6 +157,26 @@ fn run(mut poll: Poll, rx: Receiver<Arc<TcpStream>>, timeout: Duration, capacity
                     .registry()
                     .deregister(&mut SourceFd(&stream.as_raw_fd()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_it_ends_the_thread() {
+        let mut linger = Linger::start(Duration::from_secs(60), 16).unwrap();
+        let thread = linger.thread.take().unwrap();
+        drop(linger);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the linger thread outlived its Linger"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
