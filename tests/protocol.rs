@@ -20,6 +20,7 @@ on_every_backend!(
     closes_after_max_requests_per_connection,
     pipelined_requests_are_answered_in_order,
     ignores_empty_lines_before_a_request_line,
+    a_blank_line_left_unfinished_is_closed_without_an_answer,
     request_sent_byte_by_byte_is_reassembled,
     request_body_reaches_the_gateway,
     chunked_request_body_is_decoded,
@@ -162,6 +163,32 @@ fn ignores_empty_lines_before_a_request_line(backend: Backend) {
         (reply.status, reply.text().as_str()),
         (200, "/after-blank-lines")
     );
+}
+
+fn a_blank_line_left_unfinished_is_closed_without_an_answer(backend: Backend) {
+    let head = std::time::Duration::from_millis(300);
+    let server = start(
+        backend,
+        config().timeouts(sgi::Timeouts {
+            head,
+            ..config().timeouts
+        }),
+        target,
+    );
+    // A stray CRLF after a request is no request yet: when the client then ends its side,
+    // or goes quiet past the head timeout, the connection closes with nothing sent.
+    for end_side in [true, false] {
+        let mut client = server.connect();
+        client.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\n");
+        assert_eq!(client.response().text(), "/a");
+        if end_side {
+            client
+                .try_clone_stream()
+                .shutdown(std::net::Shutdown::Write)
+                .unwrap();
+        }
+        client.expect_closed();
+    }
 }
 
 fn request_sent_byte_by_byte_is_reassembled(backend: Backend) {

@@ -256,11 +256,25 @@ impl<T: Transport> Conn<T> {
     /// Gives up on a half-received head: answers `status` (408 or 400) if the bytes so far
     /// are more than blank lines, so the client learns why.
     pub(crate) fn abandon(&mut self, status: StatusCode) -> Wait {
-        let blank = self.buf.filled().iter().all(|b| b.is_ascii_whitespace());
-        if !blank {
+        if !self.only_blank() {
             let _ = self.send_error(status, Version::HTTP_11);
         }
         Wait::Abandoned
+    }
+
+    /// [`abandon`](Self::abandon) from the event loop: one write attempt that never blocks.
+    /// Returns whether it answered (the connection should then linger).
+    pub(crate) fn abandon_now(&mut self, status: StatusCode) -> bool {
+        if self.only_blank() {
+            return false;
+        }
+        self.write_error_now(status);
+        true
+    }
+
+    /// Whether the bytes so far are only the blank lines a client may send between requests.
+    fn only_blank(&self) -> bool {
+        self.buf.filled().iter().all(|b| b.is_ascii_whitespace())
     }
 
     /// Serves the request whose head is buffered (see [`Conn::head`]).

@@ -286,8 +286,8 @@ impl<G: Gateway> Loop<G> {
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
                     // The client ended its side mid-head: answer 400 and close.
-                    conn.write_error_now(StatusCode::BAD_REQUEST);
-                    self.close(token, conn, true)
+                    let answered = conn.abandon_now(StatusCode::BAD_REQUEST);
+                    self.close(token, conn, answered)
                 }
                 _ => self.park(token, conn),
             },
@@ -425,13 +425,12 @@ impl<G: Gateway> Loop<G> {
             let Some(mut conn) = self.take(token) else {
                 continue;
             };
-            if conn.head_started.is_some() && !conn.buf.is_empty() {
-                tracing::debug!(peer = ?conn.peer(), "request head timed out; answering 408");
-                conn.write_error_now(StatusCode::REQUEST_TIMEOUT);
-                self.close(token, conn, true);
-            } else {
-                self.close(token, conn, false);
+            let answered =
+                conn.head_started.is_some() && conn.abandon_now(StatusCode::REQUEST_TIMEOUT);
+            if answered {
+                tracing::debug!(peer = ?conn.peer(), "request timed out; answered 408");
             }
+            self.close(token, conn, answered);
         }
         self.workers.supervise();
     }
