@@ -45,7 +45,6 @@ pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
     pub(crate) active: AtomicUsize,
     pub(crate) workers: AtomicUsize,
-    pub(crate) busy: AtomicUsize,
     pub(crate) queued: AtomicUsize,
     served: AtomicU64,
     rejected_connections: AtomicU64,
@@ -157,7 +156,8 @@ impl Handle {
             idle_connections: open - active,
             active_connections: active,
             workers: c.workers.load(Relaxed),
-            busy_workers: c.busy.load(Relaxed),
+            // A worker (pool) or connection thread (dev) is busy while its request is active.
+            busy_workers: active,
             queued_requests: c.queued.load(Relaxed),
             requests_served: c.served.load(Relaxed),
             rejected_connections: c.rejected_connections.load(Relaxed),

@@ -106,8 +106,14 @@ fn serves_connections_concurrently(backend: Backend) {
     for (i, client) in clients.iter_mut().enumerate() {
         client.send(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
     }
-    // All three are in their gateways at once.
+    // All three are in their gateways at once, and the stats say so.
     gate.wait_for_waiting(3);
+    let stats = server.handle.stats();
+    assert_eq!(
+        (stats.active_connections, stats.busy_workers),
+        (3, 3),
+        "{stats:?}"
+    );
     gate.open();
     for (i, client) in clients.iter_mut().enumerate() {
         assert_eq!(client.response().text(), format!("/{i}"));

@@ -137,7 +137,6 @@ impl<G: Gateway> Workers<G> {
                 readiness,
             } = job;
             stats.queued.fetch_sub(1, Relaxed);
-            stats.busy.fetch_add(1, Relaxed);
             stats.active.fetch_add(1, Relaxed);
             let next = loop {
                 let next = conn.serve(&ctx);
@@ -150,7 +149,6 @@ impl<G: Gateway> Workers<G> {
             let more = conn.may_have_more();
             busy.end();
             stats.active.fetch_sub(1, Relaxed);
-            stats.busy.fetch_sub(1, Relaxed);
             if self.done.send(Done { token, conn, next }).is_err() {
                 break;
             }
