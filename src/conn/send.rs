@@ -5,7 +5,6 @@
 use std::io::{self, IoSlice, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use bytes::Bytes;
 use http::{StatusCode, Version};
 
 use super::{error_response, Conn, Next};
@@ -128,7 +127,7 @@ impl<T: Transport> Conn<T> {
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;
-                self.write_piece(bytes, false)?;
+                self.write_piece(&bytes, false)?;
                 Ok(n)
             }
             Kind::File(mut file, len) => {
@@ -152,7 +151,7 @@ impl<T: Transport> Conn<T> {
                             return Err(Abort::Gateway(format!("body iterator failed: {e}")))
                         }
                         Some(Ok(piece)) => {
-                            sent = self.stream_piece(piece, sent, declared, chunked)?
+                            sent = self.stream_piece(&piece, sent, declared, chunked)?
                         }
                     }
                     if declared.is_some_and(|n| sent >= n) {
@@ -171,12 +170,7 @@ impl<T: Transport> Conn<T> {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(Abort::Gateway(format!("body reader failed: {e}"))),
                     };
-                    sent = self.stream_piece(
-                        Bytes::copy_from_slice(&chunk[..n]),
-                        sent,
-                        declared,
-                        chunked,
-                    )?;
+                    sent = self.stream_piece(&chunk[..n], sent, declared, chunked)?;
                     if declared.is_some_and(|n| sent >= n) {
                         break;
                     }
@@ -189,7 +183,7 @@ impl<T: Transport> Conn<T> {
     /// Sends one piece of a streamed body; returns the body bytes sent so far.
     fn stream_piece(
         &mut self,
-        mut piece: Bytes,
+        mut piece: &[u8],
         sent: u64,
         declared: Option<u64>,
         chunked: bool,
@@ -204,7 +198,7 @@ impl<T: Transport> Conn<T> {
                     declared = n,
                     "body is longer than its Content-Length; sending only the declared bytes"
                 );
-                piece.truncate(room as usize);
+                piece = &piece[..room as usize];
             }
         }
         let len = piece.len() as u64;
@@ -239,11 +233,11 @@ impl<T: Transport> Conn<T> {
     }
 
     /// Queues `piece` behind the output buffer, writing when it is large.
-    fn write_piece(&mut self, piece: Bytes, streaming: bool) -> Result<(), Abort> {
+    fn write_piece(&mut self, piece: &[u8], streaming: bool) -> Result<(), Abort> {
         // Each streamed piece goes out before the next is asked for (as PEP 3333 asks), so a
         // slow producer's output reaches the client as it is made.
         if piece.len() <= COPY_LIMIT {
-            self.out.extend_from_slice(&piece);
+            self.out.extend_from_slice(piece);
             if streaming {
                 self.flush().map_err(Abort::Io)?;
             }
@@ -251,7 +245,7 @@ impl<T: Transport> Conn<T> {
         }
         let result = write_all_wait(
             &mut self.io,
-            &mut [IoSlice::new(&self.out), IoSlice::new(&piece)],
+            &mut [IoSlice::new(&self.out), IoSlice::new(piece)],
         );
         self.out.clear();
         result.map_err(Abort::Io)
