@@ -3,6 +3,8 @@
 
 use std::io;
 
+use http::StatusCode;
+
 use super::Conn;
 use crate::http1::{ChunkedDecoder, Framing, Step};
 use crate::input::Source;
@@ -27,13 +29,26 @@ pub(crate) enum BodyError {
 }
 
 impl BodyError {
-    fn to_io(self) -> io::Error {
+    /// The crate's error for it.
+    fn as_error(self) -> Error {
         match self {
-            BodyError::TooLarge => Error::BodyTooLarge.into_io(),
-            BodyError::Malformed(why) => Error::BadChunk(why).into_io(),
-            BodyError::TimedOut => Error::Timeout.into_io(),
-            BodyError::Incomplete => Error::Incomplete.into_io(),
-            BodyError::Io(kind) => kind.into(),
+            BodyError::TooLarge => Error::BodyTooLarge,
+            BodyError::Malformed(why) => Error::BadChunk(why),
+            BodyError::TimedOut => Error::Timeout,
+            BodyError::Incomplete => Error::Incomplete,
+            BodyError::Io(kind) => Error::Io(kind.into()),
+        }
+    }
+
+    fn to_io(self) -> io::Error {
+        self.as_error().into_io()
+    }
+
+    /// What to answer the client with; `None` when it broke off the body (nobody to answer).
+    pub(crate) fn status(self) -> Option<StatusCode> {
+        match self {
+            BodyError::Incomplete | BodyError::Io(_) => None,
+            error => Some(error.as_error().status()),
         }
     }
 }

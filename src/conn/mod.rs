@@ -22,7 +22,7 @@ use crate::http1::{
 use crate::server::Shared;
 use crate::transport::Transport;
 use crate::{Body, Environ, Error, Gateway, Input, Limits, Response, Scheme};
-use body::{BodyError, BodyReader, BodyState};
+use body::{BodyReader, BodyState};
 pub(crate) use buffer::ReadBuf;
 
 /// What to do with the connection after a request.
@@ -143,9 +143,12 @@ impl<T: Transport> Conn<T> {
                 .read_with(&mut self.io, max, |io, b| io.read_now(b))
             {
                 Ok(0) => return Ok(false),
-                Ok(_) => {
-                    self.head(shared);
+                // Bytes that already break the rules (414, 431) are ready to be answered;
+                // reading on would only fill the buffer.
+                Ok(_) if self.head(shared) == Head::Ready && self.head_len.is_none() => {
+                    return Ok(true)
                 }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 // A head over the limit is Ready: `serve` answers 431.
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Ok(true),
@@ -356,7 +359,7 @@ impl<T: Transport> Conn<T> {
         // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
         let (response, close) = match reader.conn.body.error {
             None => (response, panicked),
-            Some(error) => match error_status(error) {
+            Some(error) => match error.status() {
                 Some(status) => (error_response(status), true),
                 None => {
                     // The client is gone mid-body; answers to requests before it still go.
@@ -453,15 +456,6 @@ impl<T: Transport> Conn<T> {
 
 /// How much of an unread request body is drained to keep a connection alive.
 const DRAIN_BUDGET: u64 = 64 * 1024;
-
-fn error_status(error: BodyError) -> Option<StatusCode> {
-    match error {
-        BodyError::TooLarge => Some(StatusCode::PAYLOAD_TOO_LARGE),
-        BodyError::Malformed(_) => Some(StatusCode::BAD_REQUEST),
-        BodyError::TimedOut => Some(StatusCode::REQUEST_TIMEOUT),
-        BodyError::Incomplete | BodyError::Io(_) => None,
-    }
-}
 
 /// A plain-text error response the server itself sends.
 pub(crate) fn error_response(status: StatusCode) -> Response {
