@@ -121,8 +121,15 @@ fn run(mut poll: Poll, rx: Receiver<Arc<TcpStream>>, timeout: Duration, capacity
             match rx.try_recv() {
                 Ok(stream) => {
                     if sockets.len() >= capacity {
-                        if let Some((_, oldest)) = deadlines.pop_front() {
-                            sockets.remove(&oldest);
+                        // Make room: close the oldest still lingering (deadlines of sockets
+                        // already done are skipped).
+                        while let Some((_, oldest)) = deadlines.pop_front() {
+                            if let Some(stream) = sockets.remove(&oldest) {
+                                let _ = poll
+                                    .registry()
+                                    .deregister(&mut SourceFd(&stream.as_raw_fd()));
+                                break;
+                            }
                         }
                     }
                     next_token = (next_token + 1) % (usize::MAX - 1);
@@ -164,6 +171,42 @@ fn run(mut poll: Poll, rx: Receiver<Arc<TcpStream>>, timeout: Duration, capacity
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits until only the test holds `stream` (the linger thread let go of it).
+    fn released(stream: &Arc<TcpStream>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(stream) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the linger thread kept the socket"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn at_capacity_the_oldest_lingering_socket_makes_room() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut accept = || {
+            clients.push(TcpStream::connect(addr).unwrap());
+            Arc::new(listener.accept().unwrap().0)
+        };
+        let linger = Linger::start(Duration::from_secs(60), 2).unwrap();
+        let (a, b, c, d) = (accept(), accept(), accept(), accept());
+        linger.close(a.clone());
+        linger.close(b.clone());
+        // A's client closes, so A is done; its deadline stays queued in front of B's.
+        clients[0].shutdown(Shutdown::Both).unwrap();
+        released(&a);
+        linger.close(c.clone());
+        // Two linger (B, C): D makes room by closing B, the oldest one still lingering.
+        linger.close(d.clone());
+        released(&b);
+        assert_eq!(Arc::strong_count(&c), 2, "C still lingers");
+        linger.stop();
+    }
 
     #[test]
     fn dropping_it_ends_the_thread() {
