@@ -50,6 +50,22 @@ struct Slot {
     state: AtomicU8,
 }
 
+/// A connection's place among the live ones, given back on drop (also if its thread
+/// panics).
+struct Entered {
+    id: u64,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.live.slots.lock().remove(&self.id);
+        self.shared.stats.open.fetch_sub(1, SeqCst);
+        self.shared.stats.workers.fetch_sub(1, SeqCst);
+    }
+}
+
 /// The live connections, by id, for shutdown.
 #[derive(Default)]
 struct Live {
@@ -73,6 +89,19 @@ impl Live {
         for slot in self.slots.lock().values() {
             slot.state.store(CLOSED, SeqCst);
             let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Enters a connection and counts it open; it leaves when the returned guard drops (its
+    /// thread ends, or never started).
+    fn enter(self: &Arc<Self>, id: u64, slot: Arc<Slot>, shared: &Arc<Shared>) -> Entered {
+        self.slots.lock().insert(id, slot);
+        shared.stats.open.fetch_add(1, SeqCst);
+        shared.stats.workers.fetch_add(1, SeqCst);
+        Entered {
+            id,
+            live: self.clone(),
+            shared: shared.clone(),
         }
     }
 
@@ -157,30 +186,23 @@ impl DevServer {
                     stream: socket.tcp.clone(),
                     state: AtomicU8::new(IDLE),
                 });
-                live.slots.lock().insert(id, slot.clone());
-                shared.stats.open.fetch_add(1, SeqCst);
-                shared.stats.workers.fetch_add(1, SeqCst);
+                let entered = live.enter(id, slot.clone(), &shared);
                 let spawned = {
-                    let (gateway, shared, linger, live, slot) = (
+                    let (gateway, shared, linger, slot) = (
                         gateway.clone(),
                         shared.clone(),
                         linger.clone(),
-                        live.clone(),
                         slot.clone(),
                     );
                     std::thread::Builder::new()
                         .name("sgi-conn".into())
                         .spawn(move || {
+                            let _entered = entered;
                             connection(socket, peer, &gateway, &shared, &linger, &slot);
-                            live.slots.lock().remove(&id);
-                            shared.stats.open.fetch_sub(1, SeqCst);
-                            shared.stats.workers.fetch_sub(1, SeqCst);
                         })
                 };
+                // A thread that could not start dropped its guard with the closure.
                 if let Err(e) = spawned {
-                    live.slots.lock().remove(&id);
-                    shared.stats.open.fetch_sub(1, SeqCst);
-                    shared.stats.workers.fetch_sub(1, SeqCst);
                     let why = format!("cannot spawn a thread: {e}");
                     shed.reject(slot.stream.clone(), &linger, &shared, &why);
                 }
