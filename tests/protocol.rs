@@ -42,6 +42,7 @@ on_every_backend!(
     a_body_cut_short_still_lets_earlier_pipelined_answers_out,
     gateway_panic_is_answered_500_and_the_server_goes_on,
     failing_iterator_body_aborts_the_connection,
+    panicking_body_reader_aborts_the_connection_and_frees_it,
     streamed_body_shorter_than_its_content_length_aborts_the_connection,
 );
 
@@ -608,6 +609,42 @@ fn failing_iterator_body_aborts_the_connection(backend: Backend) {
         !text.contains("\r\n0\r\n\r\n"),
         "the body must not look complete: {text:?}"
     );
+}
+
+fn panicking_body_reader_aborts_the_connection_and_frees_it(backend: Backend) {
+    struct Panics(bool);
+    impl Read for Panics {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if std::mem::replace(&mut self.0, true) {
+                panic!("a body reader panic the test asked for");
+            }
+            buf[..7].copy_from_slice(b"partial");
+            Ok(7)
+        }
+    }
+    let server = start(backend, config(), |req: Request<'_>| {
+        match req.uri().path() {
+            "/panics" => Response::new(Body::from_reader(Panics(false), None)),
+            _ => Response::new(Body::from("fine")),
+        }
+    });
+    let mut client = server.connect();
+    client.send("GET /panics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = String::from_utf8_lossy(&client.read_to_end()).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(
+        text.ends_with("\r\n7\r\npartial\r\n"),
+        "the body must not look complete: {text:?}"
+    );
+    drop(client);
+    // The server goes on, and the connection is gone from its books.
+    let mut other = server.connect();
+    other.send("GET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(other.response().text(), "fine");
+    drop(other);
+    support::wait_until("every connection is closed", || {
+        server.handle.stats().open_connections == 0
+    });
 }
 
 fn streamed_body_shorter_than_its_content_length_aborts_the_connection(backend: Backend) {

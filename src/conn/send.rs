@@ -94,7 +94,11 @@ impl<T: Transport> Conn<T> {
                 next: close_next,
             };
         }
-        match self.send_body(body.kind, plan.framing) {
+        // The body is the gateway's code too (an iterator, a reader, their `Drop`): a panic
+        // there aborts this response like a failure, never the thread serving it.
+        let sent = catch_unwind(AssertUnwindSafe(|| self.send_body(body.kind, plan.framing)))
+            .unwrap_or_else(|_| Err(Abort::Gateway("response body panicked".into())));
+        match sent {
             Ok(bytes) => Sent {
                 bytes,
                 next: close_next,
@@ -143,9 +147,7 @@ impl<T: Transport> Conn<T> {
             Kind::Iter(mut iter) => {
                 let mut sent = 0;
                 loop {
-                    let item = catch_unwind(AssertUnwindSafe(|| iter.next()))
-                        .map_err(|_| Abort::Gateway("body iterator panicked".into()))?;
-                    match item {
+                    match iter.next() {
                         None => break,
                         Some(Err(e)) => {
                             return Err(Abort::Gateway(format!("body iterator failed: {e}")))
