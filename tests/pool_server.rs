@@ -321,6 +321,51 @@ fn a_stuck_gateway_is_replaced_and_capacity_kept() {
 }
 
 #[test]
+fn a_stuck_worker_found_while_replacements_ran_out_is_replaced_later() {
+    let request = Duration::from_millis(300);
+    let (first, second) = (Gate::new(), Gate::new());
+    let pool = serve(
+        config().workers(1).timeouts(Timeouts {
+            request,
+            ..config().timeouts
+        }),
+        {
+            let (first, second) = (first.clone(), second.clone());
+            move |req: Request<'_>| {
+                match req.uri().path() {
+                    "/first" => first.pass(),
+                    "/second" => second.pass(),
+                    _ => {}
+                }
+                target(req)
+            }
+        },
+    );
+    // The one worker sticks; its replacement (the one allowed for a pool of 1) sticks too.
+    let mut a = pool.connect();
+    a.send(get("/first"));
+    first.wait_for_waiting(1);
+    wait_until("the first stuck worker is replaced", || {
+        pool.handle.stats().workers == 2
+    });
+    let mut b = pool.connect();
+    b.send(get("/second"));
+    second.wait_for_waiting(1);
+    wait_until("the second is reported stuck", || {
+        pool.handle.stats().stuck_requests == 2
+    });
+    // The first gets free and leaves; now the second can be replaced after all.
+    first.open();
+    assert_eq!(a.response().text(), "/first");
+    wait_until("the second stuck worker is replaced", || {
+        pool.handle.stats().workers == 2 && pool.handle.stats().busy_workers == 1
+    });
+    answered_promptly(&pool, "/free");
+    second.open();
+    assert_eq!(b.response().text(), "/second");
+}
+
+#[test]
 fn queued_requests_wait_in_the_loop_not_in_memory_without_bound() {
     let n = affordable(200);
     let gate = Gate::new();

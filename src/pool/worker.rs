@@ -55,19 +55,21 @@ impl Busy {
         *self.current.lock() = None;
     }
 
-    /// Reports the request if it has run past `timeout`; true the first time only.
-    fn check(&self, timeout: Duration) -> bool {
+    /// Whether the current request has run past `timeout`: `Some(true)` the first time (it
+    /// is reported then), `Some(false)` after that.
+    fn check(&self, timeout: Duration) -> Option<bool> {
         let current = self.current.lock();
-        let Some((since, method, uri)) = current.as_ref() else {
-            return false;
-        };
+        let (since, method, uri) = current.as_ref()?;
         let elapsed = since.elapsed();
-        if elapsed < timeout || self.reported.swap(true, Relaxed) {
-            return false;
+        if elapsed < timeout {
+            return None;
         }
-        tracing::error!(%method, target = %uri, elapsed_ms = elapsed.as_millis() as u64,
-            "gateway stuck past the request timeout; starting a replacement worker");
-        true
+        let first = !self.reported.swap(true, Relaxed);
+        if first {
+            tracing::error!(%method, target = %uri, elapsed_ms = elapsed.as_millis() as u64,
+                "gateway stuck past the request timeout");
+        }
+        Some(first)
     }
 }
 
@@ -181,22 +183,29 @@ impl<G: Gateway> Workers<G> {
     }
 
     /// Reports stuck gateways and replaces their workers, up to as many again as the pool.
+    /// A stuck worker that cannot be replaced now (every replacement in use, or no thread to
+    /// be had) is tried again at every later check, until it is replaced or gets free.
     pub(crate) fn supervise(self: &Arc<Self>) {
         let timeout = self.shared.config.timeouts.request;
-        let stuck: Vec<Arc<Busy>> = self
+        let stuck: Vec<(Arc<Busy>, bool)> = self
             .busy
             .lock()
             .iter()
-            .filter(|b| b.check(timeout))
-            .cloned()
+            .filter_map(|b| Some((b.clone(), b.check(timeout)?)))
             .collect();
-        for busy in stuck {
-            self.shared.stats.stuck();
+        for (busy, first) in stuck {
+            if first {
+                self.shared.stats.stuck();
+            }
             if busy.replaced.load(Relaxed) {
                 continue;
             }
             if self.extra.load(Relaxed) >= self.size {
-                tracing::error!("every replacement worker is in use; the pool is running short");
+                if first {
+                    tracing::error!(
+                        "every replacement worker is in use; the pool is running short"
+                    );
+                }
                 continue;
             }
             self.extra.fetch_add(1, Relaxed);
@@ -204,7 +213,9 @@ impl<G: Gateway> Workers<G> {
                 Ok(()) => busy.replaced.store(true, Relaxed),
                 Err(e) => {
                     self.extra.fetch_sub(1, Relaxed);
-                    tracing::error!(error = %e, "cannot start a replacement worker");
+                    if first {
+                        tracing::error!(error = %e, "cannot start a replacement worker");
+                    }
                 }
             }
         }
