@@ -15,7 +15,9 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use sgi::{Body, Config, Gateway, Request, Response, Timeouts};
-use support::{config, start, target, wait_until, Backend, Gate, RawClient, Running, PATIENCE};
+use support::{
+    config, echo, start, target, wait_until, Backend, Gate, RawClient, Running, PATIENCE,
+};
 
 /// How long a fresh request may take while the pool is under the test's load.
 const PROMPT: Duration = Duration::from_secs(1);
@@ -232,6 +234,28 @@ fn graceful_shutdown_during_load_loses_no_request() {
     }
     pool.join().expect("serve returns Ok");
     assert_eq!(pool.handle.stats().requests_served, n as u64);
+}
+
+#[test]
+fn graceful_shutdown_serves_a_request_whose_small_body_is_still_arriving() {
+    let mut pool = serve(config().workers(2), echo);
+    let mut client = pool.connect();
+    client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde");
+    wait_until("the loop holds the request while its body arrives", || {
+        let stats = pool.handle.stats();
+        stats.open_connections == 1 && stats.busy_workers == 0 && stats.queued_requests == 0
+    });
+    pool.handle.shutdown();
+    // Once the listener is gone, the loop no longer reads connections as usual.
+    wait_until("the server stops listening", || {
+        std::net::TcpStream::connect(pool.addr).is_err()
+    });
+    // The request is in flight (its head is in): it is served, and the connection closes.
+    client.send("fghij");
+    let reply = client.response();
+    assert_eq!(reply.text(), "POST /up\nabcdefghij");
+    assert!(reply.closes(), "{reply:?}");
+    pool.join().expect("serve returns Ok");
 }
 
 #[test]

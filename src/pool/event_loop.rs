@@ -95,7 +95,9 @@ pub(crate) fn run<G: Gateway>(
     // overflow (which makes every returning worker wake the loop) stays rare.
     let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone()));
     let (done_tx, done) = crossbeam_channel::unbounded();
-    let workers = Workers::start(size, gateway, shared.clone(), jobs.clone(), done_tx, waker)?;
+    let linger = Linger::start(config.timeouts.linger, 4096)?;
+    let workers = Workers::start(size, gateway, shared.clone(), jobs.clone(), done_tx, waker)
+        .inspect_err(|_| jobs.close())?; // the workers that did start see it close and exit
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
     let mut lp = Loop {
         poll,
@@ -110,7 +112,7 @@ pub(crate) fn run<G: Gateway>(
         done,
         ready: VecDeque::new(),
         workers,
-        linger: Linger::start(config.timeouts.linger, 4096)?,
+        linger,
         spare: Vec::new(),
         accepting: true,
         accept_paused_until: None,
@@ -442,9 +444,17 @@ impl<G: Gateway> Loop<G> {
         tracing::info!(connections = self.open, "shutting down");
         for token in 0..self.slots.len() {
             if let Some(conn) = self.take(token) {
-                self.close(token, conn, false);
+                // A request whose head is in and whose small body is still arriving is in
+                // flight: a worker serves it (and the rest of its body) like the others.
+                if conn.awaiting_body() {
+                    self.dispatch(token, conn);
+                } else {
+                    self.close(token, conn, false);
+                }
             }
         }
+        self.take_back();
+        self.notify_workers();
         let mut events = Events::with_capacity(64);
         while self.open > 0 && Instant::now() < deadline {
             let _ = self.poll.poll(&mut events, Some(TICK));
@@ -462,6 +472,10 @@ impl<G: Gateway> Loop<G> {
                     let _ = stream.shutdown(std::net::Shutdown::Both);
                 }
             }
+            // Requests still queued would reach a gateway after `serve` returned: drop them
+            // (their sockets are cut already).
+            let dropped = self.ready.drain(..).count() + self.jobs.discard();
+            self.shared.stats.queued.fetch_sub(dropped, Relaxed);
         }
         Ok(())
     }

@@ -163,6 +163,11 @@ impl JobQueue {
         }
     }
 
+    /// Drops every queued job; returns how many there were.
+    pub(crate) fn discard(&self) -> usize {
+        self.rx.try_iter().count()
+    }
+
     /// Lets every worker finish the queued jobs and then return from `pop`.
     pub(crate) fn close(&self) {
         let mut idle = self.idle.lock();
