@@ -21,6 +21,7 @@ on_every_backend!(
     pipelined_requests_are_answered_in_order,
     ignores_empty_lines_before_a_request_line,
     a_blank_line_left_unfinished_is_closed_without_an_answer,
+    a_client_that_ends_its_side_after_a_request_is_answered_and_closed,
     request_sent_byte_by_byte_is_reassembled,
     request_body_reaches_the_gateway,
     chunked_request_body_is_decoded,
@@ -190,6 +191,19 @@ fn a_blank_line_left_unfinished_is_closed_without_an_answer(backend: Backend) {
         }
         client.expect_closed();
     }
+}
+
+fn a_client_that_ends_its_side_after_a_request_is_answered_and_closed(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    client.send("GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+    client
+        .try_clone_stream()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    assert_eq!(client.response().text(), "/last");
+    // Closed now, not at the idle timeout (15 s, past the client's read timeout).
+    client.expect_closed();
 }
 
 fn request_sent_byte_by_byte_is_reassembled(backend: Backend) {

@@ -143,7 +143,7 @@ impl<G: Gateway> Loop<G> {
                 match event.token() {
                     LISTENER => self.accepting = true,
                     WAKE => {}
-                    Token(token) => self.readable(token),
+                    Token(token) => self.readable(token, event.is_read_closed()),
                 }
             }
             self.take_back();
@@ -258,9 +258,11 @@ impl<G: Gateway> Loop<G> {
         }
     }
 
-    fn readable(&mut self, token: usize) {
+    /// A connection's readiness event; `ended` if the client has also ended its side (that
+    /// edge comes once: a request read with it must not be followed by a wait for more).
+    fn readable(&mut self, token: usize, ended: bool) {
         match self.slots.get(token) {
-            Some(Slot::Live { conn: Some(_), .. }) => self.read(token),
+            Some(Slot::Live { conn: Some(_), .. }) => self.read(token, ended),
             Some(Slot::Live {
                 conn: None,
                 readiness,
@@ -271,7 +273,7 @@ impl<G: Gateway> Loop<G> {
     }
 
     /// Reads what a parked connection has; dispatches it once its head is complete.
-    fn read(&mut self, token: usize) {
+    fn read(&mut self, token: usize, ended: bool) {
         let Some(mut conn) = self.take(token) else {
             return;
         };
@@ -284,7 +286,7 @@ impl<G: Gateway> Loop<G> {
             Ok(open) => match conn.head(&self.shared) {
                 // A small body still arriving waits here, not on a worker.
                 Head::Ready if open && conn.awaits_body(&self.shared) => self.park(token, conn),
-                Head::Ready => self.dispatch(token, conn),
+                Head::Ready => self.dispatch(token, conn, ended),
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
                     // The client ended its side mid-head: answer 400 and close.
@@ -312,11 +314,13 @@ impl<G: Gateway> Loop<G> {
         }
     }
 
-    fn dispatch(&mut self, token: usize, conn: Box<Conn<Socket>>) {
+    /// Queues a connection with a request to serve. `ended`: the client has ended its side,
+    /// so the loop reads again when the worker is done (it finds the end and closes).
+    fn dispatch(&mut self, token: usize, conn: Box<Conn<Socket>>, ended: bool) {
         let Slot::Live { readiness, .. } = &self.slots[token] else {
             return;
         };
-        readiness.store(false, SeqCst);
+        readiness.store(ended, SeqCst);
         let job = Job {
             token,
             conn,
@@ -389,7 +393,7 @@ impl<G: Gateway> Loop<G> {
                     self.park(token, conn);
                     // Bytes may have arrived while a worker had the connection.
                     if maybe_more {
-                        self.read(token);
+                        self.read(token, false);
                     }
                 }
                 Next::Close => self.close(token, conn, false),
@@ -447,7 +451,7 @@ impl<G: Gateway> Loop<G> {
                 // A request whose head is in and whose small body is still arriving is in
                 // flight: a worker serves it (and the rest of its body) like the others.
                 if conn.awaiting_body() {
-                    self.dispatch(token, conn);
+                    self.dispatch(token, conn, false);
                 } else {
                     self.close(token, conn, false);
                 }
