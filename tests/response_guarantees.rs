@@ -33,6 +33,7 @@ on_every_backend!(
     gateway_hop_by_hop_fields_are_not_sent,
     invalid_header_values_never_reach_the_wire,
     interim_status_as_the_final_response_is_answered_500,
+    a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open,
 );
 
 // --- The log -------------------------------------------------------------------------------
@@ -661,4 +662,21 @@ fn interim_status_as_the_final_response_is_answered_500(backend: Backend) {
             &format!("status={status}"),
         ]);
     }
+}
+
+fn a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open(backend: Backend) {
+    let server = serve(backend, |_req| answer(200, &[], Body::from("tunnel?")));
+    let mut client = server.connect();
+    // A 2xx to CONNECT turns the connection into a tunnel (RFC 9110 §9.3.6, RFC 9112 §6.3):
+    // a proxy would pass the next bytes through as tunnel data, so the server must not go
+    // on reading them as a request of its own.
+    client.send(
+        "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n\
+         GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let reply = client.response();
+    assert_eq!(reply.status, 501, "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
+    assert_logged(&["CONNECT"]);
 }

@@ -332,6 +332,7 @@ impl<T: Transport> Conn<T> {
         }
         let log = config.access_log.then(|| (method.clone(), uri.clone()));
         let is_head = method == http::Method::HEAD;
+        let is_connect = method == http::Method::CONNECT;
 
         let mut reader = BodyReader {
             conn: self,
@@ -368,6 +369,18 @@ impl<T: Transport> Conn<T> {
                     return Next::Close;
                 }
             },
+        };
+        // A 2xx to CONNECT makes the connection a tunnel (RFC 9110 §9.3.6), which a gateway
+        // cannot be given: the client (or a proxy) would send tunnel bytes that the server
+        // then read as requests.
+        let (response, close) = if is_connect && response.status().is_success() {
+            tracing::error!(
+                status = response.status().as_u16(),
+                "gateway accepted a CONNECT, but sgi cannot open a tunnel; answering 501"
+            );
+            (error_response(StatusCode::NOT_IMPLEMENTED), true)
+        } else {
+            (response, close)
         };
         let body = &reader.conn.body;
         // Whether 100 Continue was never sent (the client may not send the body at all), close.
