@@ -395,8 +395,17 @@ fn valid_host(value: Bytes) -> bool {
         Some(i) if !host[i..].contains(&b']') => (&host[..i], &host[i + 1..]),
         _ => (host, &b""[..]),
     };
+    // An IP literal is an IPv6 address in brackets, and nothing else (RFC 3986 §3.2.2; the
+    // `http` crate does not look inside the brackets).
+    let literal_ok = match name.strip_prefix(b"[") {
+        Some(rest) => rest.strip_suffix(b"]").is_some_and(|inner| {
+            std::str::from_utf8(inner).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }),
+        None => !name.contains(&b']'),
+    };
     !host.contains(&b'@')
         && !name.is_empty()
+        && literal_ok
         && port.iter().all(u8::is_ascii_digit)
         && http::uri::Authority::from_maybe_shared(value.clone()).is_ok()
 }
@@ -534,7 +543,20 @@ mod tests {
 
     #[test]
     fn rejects_an_invalid_host() {
-        for host in ["x:port", "user@x", "a b", ":80", "x:8o"] {
+        for host in [
+            "x:port",
+            "user@x",
+            "a b",
+            ":80",
+            "x:8o",
+            "[::1]x",
+            "[::1]x:80",
+            "[x]",
+            "[]",
+            "[zz::1]",
+            "[1.2.3.4]",
+            "x]",
+        ] {
             rejects(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"), 400);
         }
         for host in ["x", "x:80", "x:", "127.0.0.1:8000", "[::1]:8080", "[::1]"] {
