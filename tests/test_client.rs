@@ -200,6 +200,20 @@ fn answers_400_for_a_truncated_head() {
 }
 
 #[test]
+fn answers_431_for_a_flood_of_blank_lines() {
+    // Blank lines before a request line are skipped, but count against the head limit: an
+    // endless stream of them is refused, not read forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(TestClient::new(target).raw(&b"\r\n".repeat(50_000)));
+    });
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the flood is answered");
+    assert!(out.starts_with(b"HTTP/1.1 431 "), "{:?}", text(&out));
+}
+
+#[test]
 fn answers_413_for_a_body_over_max_body() {
     let client = TestClient::with_config(echo, Config::default().max_body(Some(4)));
     assert_eq!(client.post("/").body("too long").send().status(), 413);

@@ -93,10 +93,12 @@ pub fn find_head_end(
     if line_len > limits.max_request_line + 1 {
         return Err(Error::UriTooLong);
     }
+    // The blank lines count against the limit too: a client may send one or two, not an
+    // endless stream of them.
     match end {
-        Some(end) if end <= limits.max_head => Ok(Some(start + end)),
+        Some(end) if start + end <= limits.max_head => Ok(Some(start + end)),
         Some(_) => Err(Error::HeadTooLarge),
-        None if body.len() > limits.max_head => Err(Error::HeadTooLarge),
+        None if buf.len() > limits.max_head => Err(Error::HeadTooLarge),
         None => Ok(None),
     }
 }
@@ -529,6 +531,18 @@ mod tests {
     fn ignores_leading_blank_lines() {
         let head = parse("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(head.len, 4 + 27);
+    }
+
+    #[test]
+    fn blank_lines_count_against_the_head_limit() {
+        let limits = Limits::default();
+        let flood = "\r\n".repeat(limits.max_head / 2 + 1);
+        let mut scanned = 0;
+        assert!(matches!(
+            find_head_end(flood.as_bytes(), &mut scanned, &limits),
+            Err(Error::HeadTooLarge)
+        ));
+        rejects(&format!("{flood}GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 431);
     }
 
     #[test]
