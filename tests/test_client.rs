@@ -214,6 +214,29 @@ fn answers_431_for_a_flood_of_blank_lines() {
 }
 
 #[test]
+fn chunk_extensions_cannot_make_a_small_body_expensive() {
+    // 2,000 one-byte chunks with 4,000 bytes of extension each: 8 MB to read for 2 KB of
+    // data. The extensions are bounded per body, so this is refused early, even by a
+    // gateway that never reads its body (the server drains it), and nothing behind it is
+    // served.
+    let noread = |req: Request<'_>| Response::new(Body::from(req.uri().to_string()));
+    let chunk = format!("1;{}\r\nx\r\n", "e".repeat(4000));
+    let raw = format!(
+        "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n\
+         GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+        chunk.repeat(2000)
+    );
+    let out = text(&TestClient::new(noread).raw(raw.as_bytes()));
+    assert!(!out.contains("/next"), "{:?}", &out[..out.len().min(400)]);
+    let echoed = text(&TestClient::new(echo).raw(raw.as_bytes()));
+    assert!(
+        echoed.starts_with("HTTP/1.1 413 "),
+        "{:?}",
+        &echoed[..echoed.len().min(400)]
+    );
+}
+
+#[test]
 fn answers_413_for_a_body_over_max_body() {
     let client = TestClient::with_config(echo, Config::default().max_body(Some(4)));
     assert_eq!(client.post("/").body("too long").send().status(), 413);

@@ -161,6 +161,7 @@ impl<T: Transport> BodyReader<'_, T> {
                         return Err(self.fail(BodyError::Malformed("trailers too large")))
                     }
                     Err(Error::BadChunk(why)) => return Err(self.fail(BodyError::Malformed(why))),
+                    Err(Error::BodyTooLarge) => return Err(self.fail(BodyError::TooLarge)),
                     Err(_) => return Err(self.fail(BodyError::Malformed("invalid chunked body"))),
                 },
             }

@@ -11,6 +11,9 @@ use crate::{Error, Limits};
 
 /// Longest chunk-size line we accept, extensions included.
 const MAX_SIZE_LINE: usize = 4096;
+/// Most chunk-extension bytes in one body (sgi reads no extension; without a bound, a body
+/// of one-byte chunks with long extensions costs thousands of bytes read per byte of data).
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 /// What [`ChunkedDecoder::step`] found at the front of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,7 @@ pub struct ChunkedDecoder {
     state: State,
     trailers: usize,
     trailer_bytes: usize,
+    extension_bytes: usize,
 }
 
 impl Default for ChunkedDecoder {
@@ -79,6 +83,7 @@ impl ChunkedDecoder {
             state: State::Size,
             trailers: 0,
             trailer_bytes: 0,
+            extension_bytes: 0,
         }
     }
 
@@ -115,6 +120,11 @@ impl ChunkedDecoder {
                     return Ok(Step::NeedMore);
                 };
                 let size = chunk_size(&buf[..line])?;
+                let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                self.extension_bytes += line - 2 - digits;
+                if self.extension_bytes > MAX_EXTENSIONS {
+                    return Err(Error::BodyTooLarge);
+                }
                 self.state = if size == 0 {
                     State::Trailer
                 } else {
@@ -250,6 +260,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chunk_extensions_are_bounded_per_body() {
+        let ext = "e".repeat(4000);
+        let body = |chunks: usize| {
+            let mut body = format!("1;{ext}\r\nx\r\n").repeat(chunks);
+            body.push_str("0\r\n\r\n");
+            body
+        };
+        assert_eq!(decode(body(4).as_bytes(), 1 << 20).unwrap(), b"xxxx");
+        assert!(matches!(
+            decode(body(5).as_bytes(), 1 << 20),
+            Err(Error::BodyTooLarge)
+        ));
     }
 
     #[test]
