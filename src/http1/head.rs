@@ -238,6 +238,17 @@ fn parse_complete<'b>(
     }
     let expect_continue = facts.expect_continue(version)?;
     let keep_alive = !facts.close && (version == Version::HTTP_11 || facts.keep_alive);
+    // With an absolute-form target the host is the target's, and a received Host field is
+    // ignored (RFC 9112 §3.2.2): it is made to agree, so that a gateway routing on Host and
+    // a proxy routing on the target never see two different hosts.
+    if method != Method::CONNECT {
+        if let Some(authority) = uri.authority() {
+            let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+            let value = HeaderValue::from_str(host)
+                .map_err(|_| Error::BadRequest("invalid host in the request target"))?;
+            headers.insert(header::HOST, value);
+        }
+    }
     Ok(RequestHead {
         method,
         uri,
@@ -543,6 +554,18 @@ mod tests {
             Err(Error::HeadTooLarge)
         ));
         rejects(&format!("{flood}GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 431);
+    }
+
+    #[test]
+    fn an_absolute_form_target_decides_the_host() {
+        let head =
+            parse("GET http://a.example:8080/x HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
+        assert_eq!(head.headers[header::HOST], "a.example:8080");
+        assert_eq!(head.headers.get_all(header::HOST).iter().count(), 1);
+        let head = parse("GET http://u:p@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap();
+        assert_eq!(head.headers[header::HOST], "a.example");
+        let head = parse("GET /x HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
+        assert_eq!(head.headers[header::HOST], "b.example");
     }
 
     #[test]
