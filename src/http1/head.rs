@@ -451,7 +451,14 @@ fn parse_target(method: &Method, target: &str, bytes: Bytes) -> Result<Uri, Erro
     }
     let uri =
         Uri::from_maybe_shared(bytes).map_err(|_| Error::BadRequest("invalid request target"))?;
-    if method == Method::CONNECT && (uri.authority().is_none() || uri.scheme().is_some()) {
+    // authority-form is host and port, nothing more (RFC 9112 §3.2.3).
+    let authority_form = |uri: &Uri| {
+        uri.scheme().is_none()
+            && uri
+                .authority()
+                .is_some_and(|a| a.port().is_some() && !a.as_str().contains('@'))
+    };
+    if method == Method::CONNECT && !authority_form(&uri) {
         return Err(Error::BadRequest("CONNECT needs an authority-form target"));
     }
     Ok(uri)
@@ -554,6 +561,18 @@ mod tests {
             Err(Error::HeadTooLarge)
         ));
         rejects(&format!("{flood}GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 431);
+    }
+
+    #[test]
+    fn connect_takes_host_and_port_only() {
+        parse("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n").unwrap();
+        parse("CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n").unwrap();
+        for target in ["a.example", "u@a.example:443", "http://a.example:443", "/x"] {
+            rejects(
+                &format!("CONNECT {target} HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+                400,
+            );
+        }
     }
 
     #[test]
