@@ -25,6 +25,9 @@ pub(crate) trait Transport {
     fn maybe_readable(&self) -> bool {
         true
     }
+    /// Makes the coming close a reset (RST) rather than an orderly end (FIN): for a body
+    /// delimited by the close, the only way to tell the client it was cut short.
+    fn reset_on_close(&mut self) {}
     /// Writes, waiting up to the write timeout for room (`TimedOut` after it).
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Sends `len` bytes of `file` from its position.
@@ -137,6 +140,10 @@ impl Transport for Socket {
 
     fn maybe_readable(&self) -> bool {
         self.more
+    }
+
+    fn reset_on_close(&mut self) {
+        let _ = socket2::SockRef::from(&*self.tcp).set_linger(Some(Duration::ZERO));
     }
 
     fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -45,7 +45,84 @@ on_every_backend!(
     failing_iterator_body_aborts_the_connection,
     panicking_body_reader_aborts_the_connection_and_frees_it,
     streamed_body_shorter_than_its_content_length_aborts_the_connection,
+    an_answer_never_waits_on_an_upload_it_left_unread,
+    earlier_pipelined_answers_go_out_before_a_body_is_awaited,
+    a_failed_body_delimited_by_the_close_ends_in_a_reset,
+    a_panic_dropping_an_unsent_body_spares_the_response,
 );
+
+fn an_answer_never_waits_on_an_upload_it_left_unread(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut client = server.connect();
+    // A third of a large upload, then the client pauses (say, to read an early answer).
+    client.send("POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n");
+    client.send([b'a'; 20_000]);
+    // The answer goes out at once (not after the 30 s body timeout, past the client's
+    // read timeout), and the connection closes, as the rest of the body is not wanted.
+    let reply = client.response();
+    assert_eq!(reply.text(), "/early");
+    assert!(reply.closes(), "{reply:?}");
+}
+
+fn earlier_pipelined_answers_go_out_before_a_body_is_awaited(backend: Backend) {
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    // The client sends its POST's body only once it has the GET's answer.
+    client.send(
+        "GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+    );
+    assert_eq!(client.response().text(), "GET /first\n");
+    client.send("hello");
+    assert_eq!(client.response().text(), "POST /second\nhello");
+}
+
+fn a_failed_body_delimited_by_the_close_ends_in_a_reset(backend: Backend) {
+    let server = start(backend, config(), |_req: Request<'_>| {
+        Response::new(Body::from_iter(vec![
+            Ok("hello ".into()),
+            Err(io::Error::other("the database went away")),
+        ]))
+    });
+    let client = server.connect();
+    let mut stream = client.try_clone_stream();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    // HTTP/1.0 has no chunked coding: the body ends where the connection does. An orderly
+    // close would make "hello " look like the whole body.
+    let mut got = Vec::new();
+    let end = stream.read_to_end(&mut got);
+    assert!(
+        end.is_err(),
+        "ended cleanly after {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+fn a_panic_dropping_an_unsent_body_spares_the_response(backend: Backend) {
+    struct PanicsOnDrop;
+    impl Iterator for PanicsOnDrop {
+        type Item = io::Result<bytes::Bytes>;
+        fn next(&mut self) -> Option<Self::Item> {
+            Some(Ok("never sent".into()))
+        }
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a body drop panic the test asked for");
+        }
+    }
+    let server = start(backend, config(), |req: Request<'_>| {
+        match req.uri().path() {
+            "/panics" => Response::new(Body::from_iter(PanicsOnDrop)),
+            _ => Response::new(Body::from("fine")),
+        }
+    });
+    let mut client = server.connect();
+    // HEAD sends no body, so the body is only dropped; the answer and the connection stay.
+    client.send("HEAD /panics HTTP/1.1\r\nHost: x\r\n\r\nGET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.head_response().status, 200);
+    assert_eq!(client.response().text(), "fine");
+}
 
 fn hello(_req: Request<'_>) -> Response {
     Response::new(Body::from("Hello, World!"))

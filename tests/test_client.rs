@@ -237,6 +237,33 @@ fn chunk_extensions_cannot_make_a_small_body_expensive() {
 }
 
 #[test]
+fn a_panic_outside_the_gateway_closes_the_connection_without_unwinding() {
+    // A body whose Drop panics, on a 1xx the server replaces with 500: the panic comes
+    // while the server drops it. The connection closes; the caller's thread (here, the
+    // test's; in a server, a worker) goes on.
+    struct PanicsOnDrop;
+    impl Iterator for PanicsOnDrop {
+        type Item = std::io::Result<sgi::http::header::HeaderValue>;
+        fn next(&mut self) -> Option<Self::Item> {
+            None
+        }
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a body drop panic the test asked for");
+        }
+    }
+    let client = TestClient::new(|_req: Request<'_>| {
+        let body = Body::from_iter(PanicsOnDrop.map(|r| r.map(|v| v.as_bytes().to_vec().into())));
+        let mut res = Response::new(body);
+        *res.status_mut() = StatusCode::CONTINUE;
+        res
+    });
+    let out = client.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!text(&out).contains("HTTP/1.1 100"), "{:?}", text(&out));
+}
+
+#[test]
 fn answers_413_for_a_body_over_max_body() {
     let client = TestClient::with_config(echo, Config::default().max_body(Some(4)));
     assert_eq!(client.post("/").body("too long").send().status(), 413);

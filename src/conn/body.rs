@@ -88,6 +88,8 @@ pub(crate) struct BodyReader<'c, T: Transport> {
     pub(crate) config: &'c Config,
     /// Bytes offered by the last `fill`: the most `consume` may take.
     pub(crate) avail: usize,
+    /// Whether reads may wait for the client (not while draining).
+    pub(crate) wait: bool,
 }
 
 impl<T: Transport> BodyReader<'_, T> {
@@ -96,25 +98,36 @@ impl<T: Transport> BodyReader<'_, T> {
         error.to_io()
     }
 
-    /// Reads more of the body from the client.
+    /// Reads more of the body from the client: waiting up to the body timeout, or (while
+    /// draining) only what is there now, `WouldBlock` if nothing.
     fn read_more(&mut self) -> io::Result<()> {
         let conn = &mut *self.conn;
-        if conn.body.continue_pending {
+        if conn.body.continue_pending && self.wait {
             conn.body.continue_pending = false;
             // Behind any pipelined responses still buffered: interim answers keep order too.
             conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        // Answers to earlier pipelined requests, held back to go out together, go out before
+        // the server waits on the client: it may be waiting for them before it sends more.
+        if !conn.out.is_empty() && self.wait {
             if let Err(e) = conn.flush() {
                 return Err(self.fail(BodyError::Io(e.kind())));
             }
         }
         let timeout = self.config.timeouts.body;
         let max = self.config.limits.max_head.max(64 * 1024);
-        match conn
-            .buf
-            .read_with(&mut conn.io, max, |io, b| io.read_wait(b, timeout))
-        {
+        let wait = self.wait;
+        let read = conn.buf.read_with(&mut conn.io, max, |io, b| {
+            if wait {
+                io.read_wait(b, timeout)
+            } else {
+                io.read_now(b)
+            }
+        });
+        match read {
             Ok(0) => Err(self.fail(BodyError::Incomplete)),
             Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => Err(e),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(self.fail(BodyError::TimedOut)),
             Err(e) => Err(self.fail(BodyError::Io(e.kind()))),
         }
@@ -168,9 +181,11 @@ impl<T: Transport> BodyReader<'_, T> {
         }
     }
 
-    /// Reads and drops what is left of the body, up to `budget` bytes.
-    /// Returns whether the body reached its end.
+    /// Reads and drops what is left of the body, up to `budget` bytes, without waiting for
+    /// the client: an answer must not wait on an upload. Returns whether the body reached
+    /// its end.
     pub(crate) fn drain(&mut self, mut budget: u64) -> bool {
+        self.wait = false;
         loop {
             match self.available() {
                 Ok(0) => return self.conn.body.is_done(),

@@ -280,8 +280,20 @@ impl<T: Transport> Conn<T> {
         self.buf.filled().iter().all(|b| b.is_ascii_whitespace())
     }
 
-    /// Serves the request whose head is buffered (see [`Conn::head`]).
+    /// Serves the request whose head is buffered (see [`Conn::head`]). The gateway's own
+    /// panic is answered with 500 inside; a panic anywhere else (a body's `Drop`, say)
+    /// closes the connection here instead of unwinding the thread serving it.
     pub(crate) fn serve<G: Gateway>(&mut self, ctx: &Ctx<'_, G>) -> Next {
+        match catch_unwind(AssertUnwindSafe(|| self.serve_request(ctx))) {
+            Ok(next) => next,
+            Err(_) => {
+                tracing::error!(peer = ?self.peer, "serving a request panicked; closing");
+                Next::Close
+            }
+        }
+    }
+
+    fn serve_request<G: Gateway>(&mut self, ctx: &Ctx<'_, G>) -> Next {
         let shared = ctx.shared;
         let config = &shared.config;
         let started = self.head_started.take().unwrap_or_else(Instant::now);
@@ -338,6 +350,7 @@ impl<T: Transport> Conn<T> {
             conn: self,
             config,
             avail: 0,
+            wait: true,
         };
         let mut request = http::Request::new(Input::new(&mut reader));
         *request.method_mut() = method;
@@ -401,7 +414,7 @@ impl<T: Transport> Conn<T> {
         let unread = !self.body.is_done();
         let status = response.status();
         let mut sent = self.send_response(response, version, is_head, keep_alive);
-        if unread && sent.next == Next::Close {
+        if unread && sent.next == Next::Close && !sent.cut {
             sent.next = Next::Linger;
         }
         shared.stats.served();

@@ -21,6 +21,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(crate) struct Sent {
     pub(crate) bytes: u64,
     pub(crate) next: Next,
+    /// The body failed: the connection must end now (no lingering).
+    pub(crate) cut: bool,
 }
 
 /// Why a body could not be sent whole; the connection is cut so the client cannot take a
@@ -89,9 +91,12 @@ impl<T: Transport> Conn<T> {
                     "dropping the body of a bodiless response"
                 );
             }
+            // A panic in the unsent body's `Drop` must not take this response with it.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
             return Sent {
                 bytes: 0,
                 next: close_next,
+                cut: false,
             };
         }
         // The body is the gateway's code too (an iterator, a reader, their `Drop`): a panic
@@ -102,6 +107,7 @@ impl<T: Transport> Conn<T> {
             Ok(bytes) => Sent {
                 bytes,
                 next: close_next,
+                cut: false,
             },
             Err(Abort::Io(e)) => {
                 tracing::debug!(peer = ?self.peer, error = %e, "connection lost while sending a response");
@@ -109,14 +115,21 @@ impl<T: Transport> Conn<T> {
                 Sent {
                     bytes: 0,
                     next: Next::Close,
+                    cut: true,
                 }
             }
             Err(Abort::Gateway(why)) => {
                 tracing::error!(peer = ?self.peer, "response body failed after the head was sent ({why}); aborting the connection");
                 let _ = self.flush();
+                // A body that ends with the connection would look whole after an orderly
+                // close: only a reset tells the client it was cut short.
+                if plan.framing == BodyFraming::CloseDelimited {
+                    self.io.reset_on_close();
+                }
                 Sent {
                     bytes: 0,
                     next: Next::Close,
+                    cut: true,
                 }
             }
         }

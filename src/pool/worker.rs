@@ -5,7 +5,6 @@
 //! started so the pool keeps its capacity; the stuck worker leaves the pool when its gateway
 //! finally returns. A thread cannot be killed, so this is the most a server can do.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,13 +141,7 @@ impl<G: Gateway> Workers<G> {
             stats.queued.fetch_sub(1, Relaxed);
             stats.active.fetch_add(1, Relaxed);
             let next = loop {
-                // `serve` contains gateway panics itself; this is the last line of defence, so
-                // that no panic takes a worker and its connection's slot with it.
-                let served = catch_unwind(AssertUnwindSafe(|| conn.serve(&ctx)));
-                let next = served.unwrap_or_else(|_| {
-                    tracing::error!(peer = ?conn.peer(), "serving a request panicked; closing");
-                    Next::Close
-                });
+                let next = conn.serve(&ctx);
                 // A pipelined request is served here, without a round trip through the loop.
                 if next != Next::KeepAlive || !conn.next_pipelined(&self.shared) {
                     break next;
