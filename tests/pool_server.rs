@@ -172,6 +172,24 @@ fn slowloris_heads_never_reach_a_worker() {
 }
 
 #[test]
+fn a_slow_small_body_behind_a_pipelined_request_waits_in_the_loop() {
+    let pool = serve(config().workers(2), echo);
+    let mut client = pool.connect();
+    client.send(
+        "GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    );
+    assert_eq!(client.response().text(), "GET /first\n");
+    // The worker that answered the GET handed the half-sent POST back to the loop.
+    wait_until("the loop holds the slow body, no worker does", || {
+        let stats = pool.handle.stats();
+        stats.open_connections == 1 && stats.busy_workers == 0
+    });
+    client.send("defghij");
+    assert_eq!(client.response().text(), "POST /second\nabcdefghij");
+}
+
+#[test]
 fn slow_uploads_of_small_bodies_never_reach_a_worker() {
     let body = Duration::from_secs(1);
     let n = affordable(100);

@@ -168,15 +168,12 @@ impl<T: Transport> Conn<T> {
     /// that filled the buffer left in the socket. A small body still to come is not waited
     /// for here.
     pub(crate) fn next_pipelined(&mut self, shared: &Shared) -> bool {
-        if self.head(shared) == Head::Ready {
-            return true;
-        }
-        if !self.io.maybe_readable() {
-            return false;
-        }
-        matches!(self.read_available(shared), Ok(true))
-            && self.head(shared) == Head::Ready
-            && !self.awaits_body(shared)
+        let ready = self.head(shared) == Head::Ready
+            || (self.io.maybe_readable()
+                && matches!(self.read_available(shared), Ok(true))
+                && self.head(shared) == Head::Ready);
+        // A small body still on its way is waited for in the event loop, not here.
+        ready && !self.awaits_body(shared)
     }
 
     /// Whether the event loop should keep this connection until its body is in: a small

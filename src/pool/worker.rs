@@ -147,6 +147,12 @@ impl<G: Gateway> Workers<G> {
                     break next;
                 }
             };
+            // Answers held back to go out with the next one leave before the connection does
+            // (the next request may wait in the loop for its body).
+            let next = match conn.flush() {
+                Ok(()) => next,
+                Err(_) => Next::Close,
+            };
             // Bytes the loop will not hear of (no new readiness event) need it woken.
             let more = conn.may_have_more();
             busy.end();
