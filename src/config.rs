@@ -41,7 +41,8 @@ impl Default for Limits {
 }
 
 /// How long each phase of a connection may take. A client that stalls past one is closed,
-/// and nothing else waits on it.
+/// and nothing else waits on it. Each is used between 1 ms and a year: `Duration::MAX`
+/// means "never" in practice, and zero the shortest wait.
 ///
 /// ```
 /// use std::time::Duration;
@@ -67,6 +68,26 @@ pub struct Timeouts {
     /// that the error response is not lost to a TCP reset. Default 2 s.
     pub linger: Duration,
 }
+
+impl Timeouts {
+    /// Each timeout brought into what the server can use: at least 1 ms (a socket takes no
+    /// zero timeout) and at most a year (`Duration::MAX` reads as "never", and deadlines
+    /// after it must still be representable).
+    pub(crate) fn bounded(&self) -> Timeouts {
+        let bound = |d: Duration| d.clamp(Duration::from_millis(1), YEAR);
+        Timeouts {
+            head: bound(self.head),
+            body: bound(self.body),
+            idle: bound(self.idle),
+            write: bound(self.write),
+            request: bound(self.request),
+            shutdown: bound(self.shutdown),
+            linger: bound(self.linger),
+        }
+    }
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 impl Default for Timeouts {
     fn default() -> Self {

@@ -81,7 +81,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, local_addr: SocketAddr) -> Arc<Shared> {
+    pub(crate) fn new(mut config: Config, local_addr: SocketAddr) -> Arc<Shared> {
+        config.timeouts = config.timeouts.bounded();
         let server_name = config
             .server_name
             .clone()

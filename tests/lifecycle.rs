@@ -26,6 +26,7 @@ on_every_backend!(
     shutdown_lets_an_in_flight_request_finish_with_connection_close,
     shutdown_closes_idle_connections,
     shutdown_closes_requests_that_outlast_its_deadline,
+    extreme_timeouts_are_taken_as_never_or_at_once_without_failing,
 );
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -35,6 +36,40 @@ fn with_timeouts(change: impl FnOnce(&mut Timeouts)) -> Config {
     let mut config = config();
     change(&mut config.timeouts);
     config
+}
+
+fn extreme_timeouts_are_taken_as_never_or_at_once_without_failing(backend: Backend) {
+    // Duration::MAX is a natural way to say "never"; zero a careless one to say "at once".
+    let server = start(
+        backend,
+        with_timeouts(|t| {
+            for never in [
+                &mut t.head,
+                &mut t.idle,
+                &mut t.body,
+                &mut t.request,
+                &mut t.shutdown,
+                &mut t.linger,
+            ] {
+                *never = Duration::MAX;
+            }
+            t.write = Duration::ZERO;
+        }),
+        target,
+    );
+    let mut client = server.connect();
+    client.send("GET /one HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "/one");
+    // An error answer goes through the lingering close.
+    let mut bad = server.connect();
+    bad.send("GET /bad HTTP/1.1\r\n\r\n");
+    assert_eq!(bad.response().status, 400);
+    // The pool's event loop checks its timers every 100 ms: it must still be there.
+    std::thread::sleep(Duration::from_millis(250));
+    client.send("GET /two HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(client.response().text(), "/two");
+    drop((client, bad));
+    server.stop().expect("serve returns Ok");
 }
 
 /// A gateway that waits at `gate`, then answers its target.
