@@ -59,8 +59,9 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Longest wait for the client to take more response bytes. Default 30 s.
     pub write: Duration,
-    /// How long a gateway may run before it is reported as stuck (and, on the pool, replaced
-    /// by a fresh worker). Default 60 s.
+    /// How long a gateway may run before the pool reports it stuck and starts a fresh
+    /// worker in its place (the dev server's thread per connection needs no replacement
+    /// and reports nothing). Default 60 s.
     pub request: Duration,
     /// How long a graceful shutdown lets in-flight requests finish. Default 30 s.
     pub shutdown: Duration,

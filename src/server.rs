@@ -32,11 +32,13 @@ pub struct Stats {
     pub queued_requests: usize,
     /// Requests answered since start.
     pub requests_served: u64,
-    /// Connections refused at a limit (dev: `503`; pool: accepted late), since start.
+    /// Connections refused with `503`, since start: the dev server's at its connection cap
+    /// or when no thread could be started (the pool leaves connections over its cap waiting
+    /// in the kernel's backlog instead, and counts none here).
     pub rejected_connections: u64,
     /// Requests rejected as malformed or over a limit (4xx/5xx from the server), since start.
     pub rejected_requests: u64,
-    /// Gateways reported stuck past the request timeout, since start.
+    /// Gateways reported stuck past the request timeout, since start (pool).
     pub stuck_requests: u64,
 }
 

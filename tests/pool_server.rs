@@ -190,6 +190,15 @@ fn a_slow_small_body_behind_a_pipelined_request_waits_in_the_loop() {
 }
 
 #[test]
+fn a_small_body_over_max_body_is_refused_at_once() {
+    let pool = serve(config().workers(2).max_body(Some(1000)), echo);
+    let mut client = pool.connect();
+    // Small enough for the loop to wait for, but over the limit: no reason to wait.
+    client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n");
+    assert_eq!(client.response().status, 413);
+}
+
+#[test]
 fn slow_uploads_of_small_bodies_never_reach_a_worker() {
     let body = Duration::from_secs(1);
     let n = affordable(100);

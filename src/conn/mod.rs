@@ -204,7 +204,12 @@ impl<T: Transport> Conn<T> {
         match head.framing {
             _ if head.expect_continue => false,
             Framing::None => false,
-            Framing::Length(n) => n <= limits.max_buffered_body as u64 && (after.len() as u64) < n,
+            // Over max_body, a worker answers 413 at once rather than after the upload.
+            Framing::Length(n) => {
+                n <= limits.max_buffered_body as u64
+                    && limits.max_body.map_or(true, |max| n <= max)
+                    && (after.len() as u64) < n
+            }
             Framing::Chunked => {
                 let scan = self.body_scan.get_or_insert_with(Default::default);
                 after.len() <= limits.max_buffered_body && !chunked_complete(after, scan, limits)

@@ -480,6 +480,9 @@ impl<G: Gateway> Loop<G> {
             // (their sockets are cut already).
             let dropped = self.ready.drain(..).count() + self.jobs.discard();
             self.shared.stats.queued.fetch_sub(dropped, Relaxed);
+            // Cut, so no longer open (workers still holding one drop it when they finish).
+            self.open = 0;
+            self.shared.stats.open.store(0, Relaxed);
         }
         Ok(())
     }
