@@ -77,18 +77,21 @@ fn earlier_pipelined_answers_go_out_before_a_body_is_awaited(backend: Backend) {
     assert_eq!(client.response().text(), "POST /second\nhello");
 }
 
+/// A streamed body that fails after its first piece, `partial`.
+fn fails_midway(_req: Request<'_>) -> Response {
+    Response::new(Body::from_iter(vec![
+        Ok("partial".into()),
+        Err(io::Error::other("the database went away")),
+    ]))
+}
+
 fn a_failed_body_delimited_by_the_close_ends_in_a_reset(backend: Backend) {
-    let server = start(backend, config(), |_req: Request<'_>| {
-        Response::new(Body::from_iter(vec![
-            Ok("hello ".into()),
-            Err(io::Error::other("the database went away")),
-        ]))
-    });
+    let server = start(backend, config(), fails_midway);
     let client = server.connect();
     let mut stream = client.try_clone_stream();
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     // HTTP/1.0 has no chunked coding: the body ends where the connection does. An orderly
-    // close would make "hello " look like the whole body.
+    // close would make "partial" look like the whole body.
     let mut got = Vec::new();
     let end = stream.read_to_end(&mut got);
     assert!(
@@ -683,12 +686,7 @@ fn gateway_panic_is_answered_500_and_the_server_goes_on(backend: Backend) {
 }
 
 fn failing_iterator_body_aborts_the_connection(backend: Backend) {
-    let server = start(backend, config(), |_req: Request<'_>| {
-        Response::new(Body::from_iter(vec![
-            Ok("partial".into()),
-            Err(io::Error::other("the database went away")),
-        ]))
-    });
+    let server = start(backend, config(), fails_midway);
     let mut client = server.connect();
     client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let raw = client.read_to_end();
