@@ -196,6 +196,14 @@ fn a_small_body_over_max_body_is_refused_at_once() {
     // Small enough for the loop to wait for, but over the limit: no reason to wait.
     client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n");
     assert_eq!(client.response().status, 413);
+    // Chunked: refused once the data so far is over the limit, the rest never awaited.
+    let mut chunked = pool.connect();
+    chunked.send(format!(
+        "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         FFFF\r\n{}",
+        "a".repeat(1001)
+    ));
+    assert_eq!(chunked.response().status, 413);
 }
 
 #[test]

@@ -78,7 +78,7 @@ pub(crate) struct Conn<T: Transport> {
     parsed: Option<RequestHead>,
     /// How far the loop has decoded that body, if chunked: each read decodes only the new
     /// bytes (a body trickled in byte by byte costs linear time, not quadratic).
-    body_scan: Option<(ChunkedDecoder, usize)>,
+    body_scan: Option<BodyScan>,
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,
     served: u64,
@@ -497,16 +497,33 @@ pub(crate) fn error_response(status: StatusCode) -> Response {
     response
 }
 
-/// Whether `bytes` hold a whole chunked body (or one that is malformed: a worker answers it),
-/// going on from where `scan` (the decoder and the bytes it has been through) stopped.
-fn chunked_complete(bytes: &[u8], scan: &mut (ChunkedDecoder, usize), limits: &Limits) -> bool {
-    let (decoder, at) = scan;
+/// How far the event loop has decoded a chunked body it waits for.
+#[derive(Debug, Default)]
+struct BodyScan {
+    decoder: ChunkedDecoder,
+    /// Bytes after the head gone through.
+    at: usize,
+    /// Body data among them.
+    data: u64,
+}
+
+/// Whether `bytes` hold a whole chunked body, or one that a worker should answer now (it is
+/// malformed or over `max_body`), going on from where `scan` stopped.
+fn chunked_complete(bytes: &[u8], scan: &mut BodyScan, limits: &Limits) -> bool {
+    let over = |scan: &BodyScan| limits.max_body.is_some_and(|max| scan.data > max);
+    if over(scan) {
+        return true; // decided already (the decoder itself would only ask for more)
+    }
     loop {
-        match decoder.step(&bytes[*at..], limits) {
-            Ok(Step::Framing(n)) => *at += n,
+        match scan.decoder.step(&bytes[scan.at..], limits) {
+            Ok(Step::Framing(n)) => scan.at += n,
             Ok(Step::Data(n)) => {
-                decoder.consume(n);
-                *at += n;
+                scan.decoder.consume(n);
+                scan.at += n;
+                scan.data += n as u64;
+                if over(scan) {
+                    return true;
+                }
             }
             Ok(Step::NeedMore) => return false,
             Ok(Step::Done(_)) | Err(_) => return true,
