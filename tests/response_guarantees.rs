@@ -32,7 +32,7 @@ on_every_backend!(
     gateway_connection_field_never_keeps_a_closing_connection_open,
     gateway_hop_by_hop_fields_are_not_sent,
     invalid_header_values_never_reach_the_wire,
-    interim_status_as_the_final_response_is_answered_500,
+    interim_and_invalid_statuses_as_the_final_response_are_answered_500,
     a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open,
 );
 
@@ -645,7 +645,7 @@ fn invalid_header_values_never_reach_the_wire(backend: Backend) {
     }
 }
 
-fn interim_status_as_the_final_response_is_answered_500(backend: Backend) {
+fn interim_and_invalid_statuses_as_the_final_response_are_answered_500(backend: Backend) {
     let server = serve(backend, |req| {
         let status = req.uri().path()[1..].parse().unwrap();
         answer(
@@ -659,6 +659,15 @@ fn interim_status_as_the_final_response_is_answered_500(backend: Backend) {
         assert_eq!(reply.status, 500, "a {status} stood as the final response");
         assert_logged(&[
             "gateway returned an interim status as its response",
+            &format!("status={status}"),
+        ]);
+    }
+    // Codes past 599 are not HTTP's (RFC 9110 §15), though the `http` crate takes them.
+    for status in [600, 999] {
+        let reply = exchange(&server, &get(&format!("/{status}")));
+        assert_eq!(reply.status, 500, "a {status} went out");
+        assert_logged(&[
+            "gateway returned a status outside 100-599 as its response",
             &format!("status={status}"),
         ]);
     }

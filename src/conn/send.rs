@@ -43,12 +43,24 @@ impl<T: Transport> Conn<T> {
         keep_alive: bool,
     ) -> Sent {
         let (mut parts, mut body) = response.into_parts();
-        if parts.status.is_informational() {
+        // An interim status cannot end an exchange, and codes past 599 are not HTTP's
+        // (RFC 9110 §15; the `http` crate takes up to 999).
+        let unusable = match parts.status.as_u16() {
+            100..=199 => Some("an interim status"),
+            600.. => Some("a status outside 100-599"),
+            _ => None,
+        };
+        if let Some(what) = unusable {
             tracing::error!(
                 status = parts.status.as_u16(),
-                "gateway returned an interim status as its response; answering 500"
+                "gateway returned {what} as its response; answering 500"
             );
-            (parts, body) = error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
+            // The unsent body is dropped where a panic in its `Drop` cannot escape.
+            let (fixed, replacement) =
+                error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
+            let unsent = std::mem::replace(&mut body, replacement);
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(unsent)));
+            parts = fixed;
         }
         warn_on_server_owned_fields(&parts.headers);
         let method = if is_head {
