@@ -55,11 +55,9 @@ impl<T: Transport> Conn<T> {
                 status = parts.status.as_u16(),
                 "gateway returned {what} as its response; answering 500"
             );
-            // The unsent body is dropped where a panic in its `Drop` cannot escape.
             let (fixed, replacement) =
                 error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
-            let unsent = std::mem::replace(&mut body, replacement);
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(unsent)));
+            drop_unsent(std::mem::replace(&mut body, replacement));
             parts = fixed;
         }
         warn_on_server_owned_fields(&parts.headers);
@@ -103,8 +101,7 @@ impl<T: Transport> Conn<T> {
                     "dropping the body of a bodiless response"
                 );
             }
-            // A panic in the unsent body's `Drop` must not take this response with it.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
+            drop_unsent(body);
             return Sent {
                 bytes: 0,
                 next: close_next,
@@ -277,6 +274,12 @@ impl<T: Transport> Conn<T> {
         self.out.clear();
         result.map_err(Abort::Io)
     }
+}
+
+/// Drops a body that is not sent where a panic in its `Drop` (the gateway's code) cannot
+/// take the response that replaces or goes without it.
+fn drop_unsent(body: crate::Body) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
 }
 
 /// The server owns framing and hop-by-hop fields; a gateway setting them is told why they
