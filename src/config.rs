@@ -138,17 +138,16 @@ pub struct Config {
     pub server_name: Option<Arc<str>>,
     /// Whether to log one access line per request (target `sgi::access`). Default true.
     pub access_log: bool,
-    /// Whether the [`PoolServer`](crate::PoolServer)'s event loop and workers run under
-    /// Linux's `SCHED_BATCH` policy while it serves. Default true.
+    /// Whether the [`PoolServer`](crate::PoolServer)'s workers run under Linux's
+    /// `SCHED_BATCH` policy. Default true.
     ///
     /// Such threads keep their fair share of the CPU but do not preempt the running thread
-    /// when they wake, so on a busy core the event loop gathers readiness events in larger
-    /// batches instead of interrupting a worker for every request (about 15 % more
-    /// requests per second at c=16 and 64 on one core, see BENCHMARKS.md). A woken thread
+    /// when they wake, so on a busy core the worker woken to stand by at the event loop
+    /// does not interrupt the one serving requests (see the `pool` module). A woken thread
     /// may then wait for the running one to block or finish its time slice (a few
     /// milliseconds at most), which only matters when the core is saturated. Threads
-    /// already under another policy keep it; the thread that called `serve` gets its policy
-    /// back when `serve` returns. No effect on other systems or on the dev server.
+    /// already under another policy keep it. No effect on other systems or on the dev
+    /// server.
     pub batch_scheduling: bool,
 }
 

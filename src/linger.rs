@@ -61,7 +61,7 @@ impl Linger {
     }
 
     /// Closes every lingering socket and ends the thread, waiting for it.
-    pub(crate) fn stop(mut self) {
+    pub(crate) fn stop(&mut self) {
         self.tx = None;
         let _ = self.waker.wake();
         if let Some(thread) = self.thread.take() {
@@ -193,7 +193,7 @@ mod tests {
             clients.push(TcpStream::connect(addr).unwrap());
             Arc::new(listener.accept().unwrap().0)
         };
-        let linger = Linger::start(Duration::from_secs(60), 2).unwrap();
+        let mut linger = Linger::start(Duration::from_secs(60), 2).unwrap();
         let (a, b, c, d) = (accept(), accept(), accept(), accept());
         linger.close(a.clone());
         linger.close(b.clone());

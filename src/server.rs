@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     /// Wakes the backend's accept or event loop when shutdown is asked for.
     waker: Mutex<Option<Arc<mio::Waker>>>,
+    /// The pool's keeper thread, which runs the shutdown: unparked when it is asked for.
+    keeper: Mutex<Option<std::thread::Thread>>,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ impl Shared {
             stats: Counters::default(),
             shutting_down: AtomicBool::new(false),
             waker: Mutex::new(None),
+            keeper: Mutex::new(None),
         })
     }
 
@@ -106,6 +109,22 @@ impl Shared {
 
     pub(crate) fn set_waker(&self, waker: Arc<mio::Waker>) {
         *self.waker.lock() = Some(waker);
+    }
+
+    /// Makes the calling thread the one unparked when shutdown is asked for.
+    pub(crate) fn set_keeper(&self) {
+        *self.keeper.lock() = Some(std::thread::current());
+    }
+
+    /// Asks for a graceful shutdown and wakes whoever runs it.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Relaxed);
+        if let Some(waker) = self.waker.lock().as_ref() {
+            let _ = waker.wake();
+        }
+        if let Some(keeper) = self.keeper.lock().as_ref() {
+            keeper.unpark();
+        }
     }
 }
 
@@ -133,10 +152,7 @@ pub struct Handle {
 impl Handle {
     /// Starts a graceful shutdown; returns at once.
     pub fn shutdown(&self) {
-        self.shared.shutting_down.store(true, Relaxed);
-        if let Some(waker) = self.shared.waker.lock().as_ref() {
-            let _ = waker.wake();
-        }
+        self.shared.begin_shutdown();
     }
 
     /// Whether shutdown has been asked for.

@@ -495,6 +495,95 @@ fn queued_work_never_waits_behind_a_blocking_gateway() {
 }
 
 #[test]
+fn a_request_arriving_while_gateways_block_is_served_by_an_idle_worker() {
+    // The worker that polls the loop serves what it found itself. Once the blocking
+    // requests hold their workers, a request on a new connection must still find the loop
+    // attended (an idle worker took it over) and be answered at once.
+    const WORKERS: usize = 4;
+    for blockers in 1..WORKERS {
+        let gate = Gate::new();
+        let pool = serve(config().workers(WORKERS), {
+            let gate = gate.clone();
+            move |req: Request<'_>| {
+                if req.uri().path() == "/block" {
+                    gate.pass();
+                }
+                target(req)
+            }
+        });
+        let mut blocked: Vec<_> = (0..blockers).map(|_| pool.connect()).collect();
+        for client in &mut blocked {
+            client.send(get("/block"));
+        }
+        gate.wait_for_waiting(blockers);
+        // Within a fraction of the loop's 100 ms tick: were the loop left without anyone
+        // at it, only the keeper's next tick would take the request in.
+        let started = Instant::now();
+        let mut quick = pool.connect();
+        quick.send(get("/quick"));
+        let reply = quick.response();
+        assert_eq!((reply.status, reply.text().as_str()), (200, "/quick"));
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "with {blockers} gateways blocked, /quick took {:?}",
+            started.elapsed()
+        );
+        gate.open();
+        for client in &mut blocked {
+            assert_eq!(client.response().status, 200);
+        }
+    }
+}
+
+#[test]
+fn timers_run_while_every_worker_is_blocked() {
+    // With every worker inside a gateway nobody takes a turn at the loop, so the thread
+    // that called `serve` does: a head left unfinished still gets its 408 on time, and a
+    // new connection is accepted and answered once a worker is free.
+    const WORKERS: usize = 2;
+    let head = Duration::from_millis(300);
+    let gate = Gate::new();
+    let timeouts = Timeouts {
+        head,
+        ..Timeouts::default()
+    };
+    let pool = serve(config().workers(WORKERS).timeouts(timeouts), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() == "/block" {
+                gate.pass();
+            }
+            target(req)
+        }
+    });
+    let mut blocked: Vec<_> = (0..WORKERS).map(|_| pool.connect()).collect();
+    for client in &mut blocked {
+        client.send(get("/block"));
+    }
+    gate.wait_for_waiting(WORKERS);
+    let started = Instant::now();
+    let mut stalled = pool.connect();
+    stalled.send("GET /stalled HTTP/1.1\r\nHost:");
+    let mut waiting = pool.connect();
+    waiting.send(get("/waiting"));
+    hear_408_and_close(vec![stalled]);
+    assert!(
+        started.elapsed() < head + PROMPT,
+        "408 after {:?}",
+        started.elapsed()
+    );
+    wait_until("the waiting request is read and queued", || {
+        pool.handle.stats().queued_requests == 1
+    });
+    gate.open();
+    let reply = waiting.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "/waiting"));
+    for client in &mut blocked {
+        assert_eq!(client.response().status, 200);
+    }
+}
+
+#[test]
 fn pipelined_requests_are_served_by_one_worker_trip() {
     // Answers the target and the worker thread that served it.
     let pool = serve(config().workers(4), |req: Request<'_>| {

@@ -1,6 +1,13 @@
 //! The pool's event loop: accepts, reads request heads without blocking, parks idle
-//! connections, enforces the idle and head timeouts, and hands ready connections to workers
-//! through a bounded channel.
+//! connections, enforces the idle and head timeouts, and queues ready connections for the
+//! workers.
+//!
+//! The loop has no thread of its own: it is a state behind a lock, and an idle worker takes
+//! a turn at it (leader/follower). The worker that polled serves what it found itself, so on
+//! a busy core a request costs no hand-off between threads; it wakes one idle worker to take
+//! the loop over (or share the queued work) while it serves. When every worker is busy, the
+//! thread that called `serve` (the keeper) takes a turn each tick, so timers, stuck-worker
+//! checks and accepting go on regardless; it also runs the shutdown.
 
 use std::collections::VecDeque;
 use std::io;
@@ -27,12 +34,9 @@ use crate::Gateway;
 const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKE: Token = Token(usize::MAX - 2);
 /// How often timers and stuck workers are checked.
-const TICK: Duration = Duration::from_millis(100);
-/// After a round that made this many requests ready, the loop lets the workers run before
-/// it reads more.
-const YIELD_AFTER: usize = 64;
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// Recycled read buffers kept for connections that wake up.
-const SPARE_BUFFERS: usize = 256;
+const SPARE_BUFFERS: usize = 1024;
 /// Ready requests the job queue holds per worker before the loop keeps the rest itself.
 const QUEUE_PER_WORKER: usize = 64;
 
@@ -57,28 +61,29 @@ enum Slot {
     },
 }
 
-struct Loop<G> {
+/// The event loop's state; whoever holds it (a worker or the keeper) runs a [`turn`](Self::turn).
+pub(crate) struct Loop {
     poll: Poll,
+    events: Events,
+    listener: Option<TcpListener>,
     shared: Arc<Shared>,
     slots: Vec<Slot>,
     free: usize,
     open: usize,
     max_connections: usize,
     jobs: Arc<JobQueue>,
-    /// Jobs were queued since the last wake-up call.
-    queued_new: bool,
-    /// Requests made ready in this round of events.
-    round_jobs: usize,
     done: Receiver<Done>,
     /// Ready connections waiting for room in the job queue.
     ready: VecDeque<Job>,
-    workers: Arc<Workers<G>>,
     linger: Linger,
     spare: Vec<Vec<u8>>,
     accepting: bool,
     accept_paused_until: Option<Instant>,
     warned_full: bool,
     accept_errors: AcceptErrors,
+    next_tick: Instant,
+    /// A poll failure that ended the loop; `serve` returns it.
+    pub(crate) failed: Option<io::Error>,
 }
 
 pub(crate) fn run<G: Gateway>(
@@ -87,7 +92,6 @@ pub(crate) fn run<G: Gateway>(
     gateway: Arc<G>,
 ) -> io::Result<()> {
     let config = &shared.config;
-    let _batch = super::sched::Batch::enter(config.batch_scheduling);
     let size = config.pool_workers();
     let max_connections = config.connection_cap(|| super::fd_budget(size));
     let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
@@ -96,79 +100,116 @@ pub(crate) fn run<G: Gateway>(
     let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone()));
     let (done_tx, done) = crossbeam_channel::unbounded();
     let linger = Linger::start(config.timeouts.linger, 4096)?;
-    let workers = Workers::start(size, gateway, shared.clone(), jobs.clone(), done_tx, waker)
-        .inspect_err(|_| jobs.close())?; // the workers that did start see it close and exit
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
-    let mut lp = Loop {
+    let lp = Loop {
         poll,
+        events: Events::with_capacity(1024),
+        listener: Some(listener),
         shared: shared.clone(),
         slots: Vec::new(),
         free: usize::MAX,
         open: 0,
         max_connections,
-        jobs,
-        queued_new: false,
-        round_jobs: 0,
+        jobs: jobs.clone(),
         done,
         ready: VecDeque::new(),
-        workers,
         linger,
         spare: Vec::new(),
         accepting: true,
         accept_paused_until: None,
         warned_full: false,
         accept_errors: AcceptErrors::default(),
+        next_tick: Instant::now() + TICK,
+        failed: None,
     };
-    let result = lp.serve(&listener);
-    drop(listener);
-    let result = result.and_then(|()| lp.shut_down());
-    let Loop { jobs, linger, .. } = lp;
+    let workers = Workers::start(
+        size,
+        gateway,
+        shared.clone(),
+        lp,
+        jobs.clone(),
+        done_tx,
+        waker,
+    )
+    .inspect_err(|_| {
+        // The workers that did start stop taking turns at the loop, see the queue
+        // close, and exit.
+        shared.begin_shutdown();
+        jobs.close();
+    })?;
+    let result = workers.keep();
     jobs.close(); // idle workers see the queue close and exit
-    linger.stop();
+    workers.stop_linger();
     result
 }
 
-impl<G: Gateway> Loop<G> {
-    fn serve(&mut self, listener: &TcpListener) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut next_tick = Instant::now() + TICK;
-        while !self.shared.is_shutting_down() {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accepting = true,
-                    WAKE => {}
-                    Token(token) => self.readable(token, event.is_read_closed()),
-                }
-            }
-            self.take_back();
-            self.notify_workers();
-            if self.accepting {
-                self.accept(listener);
-            }
-            if Instant::now() >= next_tick {
-                self.tick();
-                next_tick = Instant::now() + TICK;
-            }
-            if std::mem::take(&mut self.round_jobs) >= YIELD_AFTER {
-                std::thread::yield_now();
+impl Loop {
+    /// One round of the loop: waits for readiness events (up to the next tick if `wait`,
+    /// else not at all), reads what arrived, takes connections back from workers, accepts,
+    /// and runs the timers when a tick is due (then returns true: the caller checks for
+    /// stuck workers). Ready requests go to the job queue; waking workers for them is the
+    /// caller's part.
+    pub(crate) fn turn(&mut self, wait: bool) -> bool {
+        // Connections handed back before this turn began are parked before polling.
+        self.take_back();
+        let timeout = match wait && self.jobs.is_empty() && !self.shared.is_shutting_down() {
+            true => self.next_tick.saturating_duration_since(Instant::now()),
+            false => Duration::ZERO,
+        };
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "the event loop cannot poll; shutting down");
+                self.failed = Some(e);
+                self.shared.begin_shutdown();
             }
         }
-        Ok(())
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accepting = true,
+                WAKE => {}
+                Token(token) => self.readable(token, event.is_read_closed()),
+            }
+        }
+        self.events = events;
+        self.take_back();
+        if self.accepting && !self.shared.is_shutting_down() {
+            self.accept();
+        }
+        let now = Instant::now();
+        if now < self.next_tick {
+            return false;
+        }
+        self.tick(now);
+        self.next_tick = now + TICK;
+        true
     }
 
-    fn accept(&mut self, listener: &TcpListener) {
+    /// Whether no turn has run the timers for a tick.
+    pub(crate) fn tick_due(&self) -> bool {
+        Instant::now() >= self.next_tick
+    }
+
+    /// Stops the lingering thread (after shutdown).
+    pub(crate) fn stop_linger(&mut self) {
+        self.linger.stop();
+    }
+
+    fn accept(&mut self) {
         if let Some(until) = self.accept_paused_until {
             if Instant::now() < until {
                 return;
             }
             self.accept_paused_until = None;
         }
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        self.accept_from(&listener);
+        self.listener = Some(listener);
+    }
+
+    fn accept_from(&mut self, listener: &TcpListener) {
         while self.open < self.max_connections {
             match listener.accept() {
                 Ok((tcp, peer)) => {
@@ -327,21 +368,12 @@ impl<G: Gateway> Loop<G> {
             readiness: readiness.clone(),
         };
         self.shared.stats.queued.fetch_add(1, Relaxed);
-        self.round_jobs += 1;
         if !self.ready.is_empty() {
             self.ready.push_back(job);
             return;
         }
-        match self.jobs.try_push(job) {
-            Ok(()) => self.queued_new = true,
-            Err(job) => self.ready.push_back(job),
-        }
-    }
-
-    /// Wakes a worker for the jobs queued in this round (one; it passes the word on).
-    fn notify_workers(&mut self) {
-        if std::mem::take(&mut self.queued_new) {
-            self.jobs.notify();
+        if let Err(job) = self.jobs.try_push(job) {
+            self.ready.push_back(job);
         }
     }
 
@@ -359,12 +391,9 @@ impl<G: Gateway> Loop<G> {
     fn fill_queue(&mut self) {
         loop {
             while let Some(job) = self.ready.pop_front() {
-                match self.jobs.try_push(job) {
-                    Ok(()) => self.queued_new = true,
-                    Err(job) => {
-                        self.ready.push_front(job);
-                        break;
-                    }
+                if let Err(job) = self.jobs.try_push(job) {
+                    self.ready.push_front(job);
+                    break;
                 }
             }
             let overflow = !self.ready.is_empty();
@@ -402,11 +431,10 @@ impl<G: Gateway> Loop<G> {
         }
     }
 
-    /// Closes connections past their idle or head timeout; reports stuck gateways.
-    fn tick(&mut self) {
+    /// Closes connections past their idle or head timeout.
+    fn tick(&mut self, now: Instant) {
         let timeouts = &self.shared.config.timeouts;
         let (idle, head, body) = (timeouts.idle, timeouts.head, timeouts.body);
-        let now = Instant::now();
         let mut expired = Vec::new();
         for (token, slot) in self.slots.iter().enumerate() {
             if let Slot::Live {
@@ -438,12 +466,14 @@ impl<G: Gateway> Loop<G> {
             }
             self.close(token, conn, answered);
         }
-        self.workers.supervise();
     }
 
     /// Graceful shutdown: idle connections close now; requests already read finish within
     /// the deadline (their responses say `Connection: close`).
-    fn shut_down(&mut self) -> io::Result<()> {
+    /// `supervise` checks for stuck workers meanwhile.
+    pub(crate) fn shut_down(&mut self, supervise: impl Fn()) {
+        // Newcomers are refused from now on.
+        self.listener = None;
         let deadline = Instant::now() + self.shared.config.timeouts.shutdown;
         tracing::info!(connections = self.open, "shutting down");
         for token in 0..self.slots.len() {
@@ -458,13 +488,13 @@ impl<G: Gateway> Loop<G> {
             }
         }
         self.take_back();
-        self.notify_workers();
+        self.jobs.notify();
         let mut events = Events::with_capacity(64);
         while self.open > 0 && Instant::now() < deadline {
             let _ = self.poll.poll(&mut events, Some(TICK));
             self.take_back();
-            self.notify_workers();
-            self.workers.supervise();
+            self.jobs.notify();
+            supervise();
         }
         if self.open > 0 {
             tracing::warn!(
@@ -484,6 +514,5 @@ impl<G: Gateway> Loop<G> {
             self.open = 0;
             self.shared.stats.open.store(0, Relaxed);
         }
-        Ok(())
     }
 }

@@ -1,10 +1,19 @@
-//! The production backend: a fixed pool of worker threads fed by one `epoll` event loop.
+//! The production backend: a fixed pool of worker threads that take turns at one `epoll`
+//! event loop.
 //!
-//! The event loop (on the thread that calls [`PoolServer::serve`]) owns the listener and every
-//! connection not being served: new ones, idle keep-alive ones, and ones whose request head
-//! is still arriving. A connection reaches a worker only with a complete head, so idle and
-//! slow clients (slowloris) never hold a worker. After a response the worker goes straight on
-//! to a pipelined request already buffered; otherwise the connection returns to the loop.
+//! The event loop owns the listener and every connection not being served: new ones, idle
+//! keep-alive ones, and ones whose request head is still arriving. A connection reaches a
+//! worker only with a complete head, so idle and slow clients (slowloris) never hold a
+//! worker. After a response the worker goes straight on to a pipelined request already
+//! buffered; otherwise the connection returns to the loop.
+//!
+//! The loop has no thread of its own (leader/follower): an idle worker polls it and serves
+//! the requests it found, so on a busy core a request is read, served and answered by one
+//! thread with no hand-off. Before a gateway runs, an idle worker is woken to take the loop
+//! over, so a gateway that blocks holds up nothing else; on a busy core that worker, under
+//! `SCHED_BATCH`, runs only once the serving one blocks. The thread that called
+//! [`PoolServer::serve`] is the keeper: when every worker is busy it takes the loop's turn
+//! each tick (timers, accepting, stuck-worker checks), and it runs the graceful shutdown.
 
 mod event_loop;
 mod queue;
@@ -63,8 +72,8 @@ impl PoolServer {
         }
     }
 
-    /// Serves `gateway` until [`Handle::shutdown`]; blocks, running the event loop on the
-    /// calling thread.
+    /// Serves `gateway` until [`Handle::shutdown`]; blocks, keeping the pool (see the
+    /// [module](self) notes) on the calling thread.
     pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
         event_loop::run(self.listener, self.shared, Arc::new(gateway))
     }

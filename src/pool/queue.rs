@@ -1,16 +1,17 @@
 //! The queue of ready connections between the event loop and the workers.
 //!
-//! Jobs travel through a bounded crossbeam channel; waiting for one is done here, without
-//! spinning. The loop wakes one idle worker per batch of jobs, and a worker that takes a job
-//! with more behind it wakes the next, so queued work never waits behind a gateway that
-//! blocks. Two rules keep a busy core from thrashing:
+//! Jobs travel through a bounded crossbeam channel; idle workers sleep here, without
+//! spinning. The worker that queued a batch of jobs (at its turn of the loop) wakes one idle
+//! worker before serving the first itself, and a worker that takes a job with more behind it
+//! wakes the next, so neither queued work nor the loop waits behind a gateway that blocks.
+//! Two rules keep a busy core from thrashing:
 //!
 //! - Idle workers wait on a stack and the last to fall asleep is the first woken: its stack
 //!   and data are still in the cache, and under light load the same one or two threads do
 //!   all the work instead of the whole pool taking turns.
 //! - At most one woken worker is on its way at a time ("searching"): until it has looked at
-//!   the queue, whoever else finds queued work leaves it to that one instead of waking a
-//!   third. A worker stops searching before it runs any gateway, so this never leaves work
+//!   the queue and the loop, whoever else finds queued work leaves it to that one instead of
+//!   waking a third. A worker stops searching before it runs any gateway, so this never leaves work
 //!   behind a gateway that blocks.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -101,8 +102,8 @@ impl JobQueue {
 
     /// Wakes the most recently idle worker, unless a woken one is already on its way.
     pub(crate) fn notify(&self) {
-        // Pairs with the fence in `pop`: a worker going to sleep either sees the job just
-        // queued, or is on the stack here (and is no longer counted as searching).
+        // Pairs with the fence in `sleep`: a worker going to sleep either sees the job just
+        // queued (or the loop left), or is on the stack here.
         fence(SeqCst);
         if self.sleepers.load(SeqCst) == 0 || self.searching.load(SeqCst) > 0 {
             return;
@@ -119,48 +120,58 @@ impl JobQueue {
         }
     }
 
-    /// Takes the next job, sleeping while there is none; `None` once closed and empty.
-    pub(crate) fn pop(&self, me: &Arc<Sleeper>) -> Option<Job> {
-        let mut woken = false;
-        loop {
-            let job = self.rx.try_recv();
-            if std::mem::take(&mut woken) {
-                // Looked at the queue: no longer on the way (saturating, as a wake-up by
-                // `close` was never counted).
-                let _ = (self.searching).fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
-            }
-            if let Ok(job) = job {
-                if !self.rx.is_empty() {
-                    self.notify();
-                }
-                fence(SeqCst);
-                if self.refill.load(SeqCst) && self.below_half() && self.refill.swap(false, SeqCst)
-                {
-                    let _ = self.loop_waker.wake();
-                }
-                return Some(job);
-            }
-            let mut idle = self.idle.lock();
-            if idle.closed {
-                return None;
-            }
-            me.woken.store(false, SeqCst);
-            idle.stack.push(me.clone());
-            self.sleepers.fetch_add(1, SeqCst);
-            fence(SeqCst);
-            if !self.rx.is_empty() {
-                // A job came in meanwhile. Holding the lock since the push, this worker is
-                // still on top of the stack: step off and take it.
-                idle.stack.pop();
-                self.sleepers.fetch_sub(1, SeqCst);
-                continue;
-            }
-            drop(idle);
-            while !me.woken.load(SeqCst) {
-                std::thread::park();
-            }
-            woken = true;
+    /// Whether no job is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Takes the next job, if any. A worker that takes one with more behind it wakes the
+    /// next idle worker, so queued work never waits behind a gateway that blocks.
+    pub(crate) fn take(&self) -> Option<Job> {
+        let job = self.rx.try_recv().ok()?;
+        if !self.rx.is_empty() {
+            self.notify();
         }
+        fence(SeqCst);
+        if self.refill.load(SeqCst) && self.below_half() && self.refill.swap(false, SeqCst) {
+            let _ = self.loop_waker.wake();
+        }
+        Some(job)
+    }
+
+    /// A woken worker has looked at the queue (and the loop): it is no longer on its way,
+    /// and the next notice may wake another.
+    pub(crate) fn searched(&self) {
+        // Saturating, as a wake-up by `close` was never counted.
+        let _ = (self.searching).fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Sleeps until [`notify`](Self::notify) picks this worker (`Some(true)`: it must call
+    /// [`searched`](Self::searched) once it has looked for work); returns `Some(false)` at
+    /// once if a job is queued or `vacant()` says the event loop has nobody at it; `None`
+    /// once closed.
+    pub(crate) fn sleep(&self, me: &Arc<Sleeper>, vacant: impl Fn() -> bool) -> Option<bool> {
+        let mut idle = self.idle.lock();
+        if idle.closed {
+            return None;
+        }
+        me.woken.store(false, SeqCst);
+        idle.stack.push(me.clone());
+        self.sleepers.fetch_add(1, SeqCst);
+        // Pairs with the fence in `notify`: whoever queued a job or left the loop either
+        // sees this worker on the stack, or this worker sees the job or the empty loop.
+        fence(SeqCst);
+        if !self.rx.is_empty() || vacant() {
+            // Holding the lock since the push, this worker is still on top of the stack.
+            idle.stack.pop();
+            self.sleepers.fetch_sub(1, SeqCst);
+            return Some(false);
+        }
+        drop(idle);
+        while !me.woken.load(SeqCst) {
+            std::thread::park();
+        }
+        Some(true)
     }
 
     /// Drops every queued job; returns how many there were.
@@ -168,7 +179,7 @@ impl JobQueue {
         self.rx.try_iter().count()
     }
 
-    /// Lets every worker finish the queued jobs and then return from `pop`.
+    /// Lets every worker finish the queued jobs; `sleep` then returns `None`.
     pub(crate) fn close(&self) {
         let mut idle = self.idle.lock();
         idle.closed = true;

@@ -2,15 +2,14 @@
 //! [`Config::batch_scheduling`](crate::Config::batch_scheduling)).
 //!
 //! Under the default policy a thread that wakes up preempts the one running if it has used
-//! less CPU, and the event loop, which sleeps between every batch of readiness events, always
-//! has. On a busy core it then takes the CPU from a worker each time a request arrives, reads
-//! one or two heads, and sleeps again: many small batches, each costing two context
-//! switches. `SCHED_BATCH` threads keep their fair share of the CPU but do not preempt on
-//! wake-up; they run when the running thread blocks or its time slice ends, by which time
-//! more requests are ready. Measured on one core (BENCHMARKS.md): about 15 % more
-//! requests per second at c=16 and 64. Only a thread under the default policy
-//! (`SCHED_OTHER`) is moved; no privilege is needed for that, and a thread given another
-//! policy by its owner keeps it.
+//! less CPU, and an idle worker, which sleeps most of the time, always has. Before a gateway
+//! runs, the worker serving wakes an idle one to stand by at the event loop (in case the
+//! gateway blocks); on a busy core, that one would then take the CPU from the worker serving,
+//! find the loop taken, and sleep again: two context switches for nothing. `SCHED_BATCH`
+//! threads keep their fair share of the CPU but do not preempt on wake-up; they run when the
+//! running thread blocks or its time slice ends, which is exactly when standing by is
+//! needed. Only a thread under the default policy (`SCHED_OTHER`) is moved; no privilege is
+//! needed for that, and a thread given another policy by its owner keeps it.
 
 /// Keeps the calling thread under `SCHED_BATCH` while alive; restores the default policy
 /// when dropped.

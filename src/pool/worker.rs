@@ -1,5 +1,6 @@
 //! Pool workers: each takes a connection with a complete request head, serves it (and any
-//! request pipelined behind it), and hands the connection back to the event loop.
+//! request pipelined behind it), and hands the connection back to the event loop. An idle
+//! worker with no job takes a turn at the loop if nobody has it, else sleeps.
 //!
 //! A gateway that runs past the request timeout is reported, and a replacement worker is
 //! started so the pool keeps its capacity; the stuck worker leaves the pool when its gateway
@@ -13,7 +14,7 @@ use crossbeam_channel::Sender;
 use http::{Method, Uri};
 use parking_lot::Mutex;
 
-use super::event_loop::Readiness;
+use super::event_loop::{Loop, Readiness, TICK};
 use super::queue::{JobQueue, Sleeper};
 use crate::conn::{Conn, Ctx, Next};
 use crate::server::Shared;
@@ -72,8 +73,9 @@ impl Busy {
     }
 }
 
-/// The pool's workers and what the event loop needs to reach and supervise them.
+/// The pool: its workers, the event loop they take turns at, and what supervises them.
 pub(crate) struct Workers<G> {
+    lp: Mutex<Loop>,
     gateway: Arc<G>,
     shared: Arc<Shared>,
     jobs: Arc<JobQueue>,
@@ -90,11 +92,13 @@ impl<G: Gateway> Workers<G> {
         size: usize,
         gateway: Arc<G>,
         shared: Arc<Shared>,
+        lp: Loop,
         jobs: Arc<JobQueue>,
         done: Sender<Done>,
         waker: Arc<mio::Waker>,
     ) -> std::io::Result<Arc<Self>> {
         let workers = Arc::new(Workers {
+            lp: Mutex::new(lp),
             gateway,
             shared,
             jobs,
@@ -123,62 +127,154 @@ impl<G: Gateway> Workers<G> {
         spawned.map(drop)
     }
 
-    fn run(&self, busy: &Arc<Busy>) {
+    fn run(self: &Arc<Self>, busy: &Arc<Busy>) {
         let ctx = Ctx {
             gateway: &*self.gateway,
             shared: &self.shared,
             worker: Some(busy),
         };
-        let stats = &self.shared.stats;
         let _batch = super::sched::Batch::enter(self.shared.config.batch_scheduling);
         let me = Sleeper::current();
-        while let Some(job) = self.jobs.pop(&me) {
-            let Job {
-                token,
-                mut conn,
-                readiness,
-            } = job;
-            stats.queued.fetch_sub(1, Relaxed);
-            stats.active.fetch_add(1, Relaxed);
-            let next = loop {
-                let next = conn.serve(&ctx);
-                // A pipelined request is served here, without a round trip through the loop.
-                if next != Next::KeepAlive || !conn.next_pipelined(&self.shared) {
-                    break next;
+        let mut woken = false;
+        loop {
+            let job = self.jobs.take();
+            if std::mem::take(&mut woken) {
+                // Looked for work: a gateway or a turn at the loop may block from here on.
+                self.jobs.searched();
+            }
+            if let Some(job) = job {
+                self.attend_loop();
+                if self.serve(job, &ctx, busy) {
+                    continue;
                 }
-            };
-            // Answers held back to go out with the next one leave before the connection does
-            // (the next request may wait in the loop for its body).
-            let next = match conn.flush() {
-                Ok(()) => next,
-                Err(_) => Next::Close,
-            };
-            // Bytes the loop will not hear of (no new readiness event) need it woken.
-            let more = conn.may_have_more();
-            busy.end();
-            stats.active.fetch_sub(1, Relaxed);
-            if self.done.send(Done { token, conn, next }).is_err() {
                 break;
             }
-            // A closing connection needs the loop now; a keep-alive one only if it has bytes
-            // to read already or turned readable meanwhile (else its next request's event
-            // wakes the loop).
-            std::sync::atomic::fence(SeqCst);
-            if next != Next::KeepAlive
-                || more
-                || readiness.load(SeqCst)
-                || self.shared.is_shutting_down()
-            {
-                let _ = self.waker.wake();
+            if self.lead() {
+                continue;
             }
-            if busy.replaced.load(Relaxed) {
-                // This worker was replaced while stuck; the replacement keeps the capacity.
-                self.extra.fetch_sub(1, Relaxed);
-                break;
+            let vacant = || !self.lp.is_locked() && !self.shared.is_shutting_down();
+            match self.jobs.sleep(&me, vacant) {
+                Some(was_woken) => woken = was_woken,
+                None => break,
             }
         }
         self.busy.lock().retain(|b| !Arc::ptr_eq(b, busy));
         self.shared.stats.workers.fetch_sub(1, Relaxed);
+    }
+
+    /// Serves a job and hands its connection back; false when this worker leaves the pool.
+    fn serve(&self, job: Job, ctx: &Ctx<'_, G>, busy: &Busy) -> bool {
+        let stats = &self.shared.stats;
+        let Job {
+            token,
+            mut conn,
+            readiness,
+        } = job;
+        stats.queued.fetch_sub(1, Relaxed);
+        stats.active.fetch_add(1, Relaxed);
+        let next = loop {
+            let next = conn.serve(ctx);
+            // A pipelined request is served here, without a round trip through the loop.
+            if next != Next::KeepAlive || !conn.next_pipelined(&self.shared) {
+                break next;
+            }
+        };
+        // Answers held back to go out with the next one leave before the connection does
+        // (the next request may wait in the loop for its body).
+        let next = match conn.flush() {
+            Ok(()) => next,
+            Err(_) => Next::Close,
+        };
+        // Bytes the loop will not hear of (no new readiness event) need it woken.
+        let more = conn.may_have_more();
+        busy.end();
+        stats.active.fetch_sub(1, Relaxed);
+        if self.done.send(Done { token, conn, next }).is_err() {
+            return false;
+        }
+        // A closing connection needs the loop now; a keep-alive one only if it has bytes
+        // to read already or turned readable meanwhile (else its next request's event
+        // wakes the loop).
+        std::sync::atomic::fence(SeqCst);
+        if next != Next::KeepAlive
+            || more
+            || readiness.load(SeqCst)
+            || self.shared.is_shutting_down()
+        {
+            let _ = self.waker.wake();
+        }
+        if busy.replaced.load(Relaxed) {
+            // This worker was replaced while stuck; the replacement keeps the capacity.
+            self.extra.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Before a gateway runs (and may block): if nobody is at the loop, wakes an idle
+    /// worker to take it over, so new requests do not wait for this one. On a busy core
+    /// the woken worker runs only once this one blocks; by then this one has usually
+    /// taken the loop again, and the woken one goes back to sleep.
+    fn attend_loop(&self) {
+        if !self.lp.is_locked() && !self.shared.is_shutting_down() {
+            // The fence in `notify` pairs with the one in `JobQueue::sleep`: a worker
+            // falling asleep either sees the loop vacant or is woken here.
+            self.jobs.notify();
+        }
+    }
+
+    /// Takes a turn at the event loop unless someone has it (or shutdown has begun): polls
+    /// and queues what is ready, which this worker then serves. False if it did not get
+    /// the loop.
+    fn lead(self: &Arc<Self>) -> bool {
+        if self.shared.is_shutting_down() {
+            return false;
+        }
+        let Some(mut lp) = self.lp.try_lock() else {
+            return false;
+        };
+        let ticked = lp.turn(true);
+        drop(lp);
+        if ticked {
+            self.supervise();
+        }
+        true
+    }
+
+    /// The keeper, on the thread that called `serve`: while every worker is busy (nobody
+    /// at the loop for a tick), it takes the loop's turn itself, so timers, accepting and
+    /// stuck-worker checks go on. Then it runs the graceful shutdown; returns a poll
+    /// failure that ended the loop, if any.
+    pub(crate) fn keep(self: &Arc<Self>) -> std::io::Result<()> {
+        self.shared.set_keeper();
+        while !self.shared.is_shutting_down() {
+            std::thread::park_timeout(TICK);
+            let Some(mut lp) = self.lp.try_lock() else {
+                continue;
+            };
+            if !lp.tick_due() || self.shared.is_shutting_down() {
+                continue;
+            }
+            let ticked = lp.turn(false);
+            drop(lp);
+            if !self.jobs.is_empty() {
+                self.jobs.notify();
+            }
+            if ticked {
+                self.supervise();
+            }
+        }
+        let mut lp = self.lp.lock();
+        lp.shut_down(|| self.supervise());
+        match lp.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the loop's lingering thread (after shutdown).
+    pub(crate) fn stop_linger(&self) {
+        self.lp.lock().stop_linger();
     }
 
     /// Reports stuck gateways and replaces their workers, up to as many again as the pool.
