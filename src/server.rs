@@ -80,7 +80,7 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     /// Wakes the backend's accept or event loop when shutdown is asked for.
     waker: Mutex<Option<Arc<mio::Waker>>>,
-    /// The pool's keeper thread, which runs the shutdown: unparked when it is asked for.
+    /// The pool's keeper thread, which watches the workers and runs the shutdown.
     keeper: Mutex<Option<std::thread::Thread>>,
 }
 
@@ -116,15 +116,20 @@ impl Shared {
         *self.keeper.lock() = Some(std::thread::current());
     }
 
+    /// Wakes the pool's keeper thread (if there is one).
+    pub(crate) fn unpark_keeper(&self) {
+        if let Some(keeper) = self.keeper.lock().as_ref() {
+            keeper.unpark();
+        }
+    }
+
     /// Asks for a graceful shutdown and wakes whoever runs it.
     pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Relaxed);
         if let Some(waker) = self.waker.lock().as_ref() {
             let _ = waker.wake();
         }
-        if let Some(keeper) = self.keeper.lock().as_ref() {
-            keeper.unpark();
-        }
+        self.unpark_keeper();
     }
 }
 

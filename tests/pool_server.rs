@@ -511,6 +511,10 @@ fn a_request_arriving_while_gateways_block_is_served_by_an_idle_worker() {
                 target(req)
             }
         });
+        // Settled: the workers not needed for these have gone to sleep.
+        for i in 0..3 {
+            answered_promptly(&pool, &format!("/warm-up/{i}"));
+        }
         let mut blocked: Vec<_> = (0..blockers).map(|_| pool.connect()).collect();
         for client in &mut blocked {
             client.send(get("/block"));

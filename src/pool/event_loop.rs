@@ -97,10 +97,13 @@ pub(crate) fn run<G: Gateway>(
     let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
-    let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone()));
+    let eager = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
+    let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone(), eager));
     let (done_tx, done) = crossbeam_channel::unbounded();
     let linger = Linger::start(config.timeouts.linger, 4096)?;
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
+    // Before any worker starts, so the first one to call for the keeper reaches it.
+    shared.set_keeper();
     let lp = Loop {
         poll,
         events: Events::with_capacity(1024),

@@ -62,11 +62,15 @@ pub(crate) struct JobQueue {
     capacity: usize,
     /// The loop holds jobs that did not fit: wake it when the queue is half empty.
     refill: AtomicBool,
+    /// More than one CPU to run on: a worker that takes a job with more behind it wakes
+    /// another to share them. On one CPU that would only add context switches; the keeper
+    /// wakes a worker when queued work waits behind a gateway that blocks.
+    pub(crate) eager: bool,
     loop_waker: Arc<mio::Waker>,
 }
 
 impl JobQueue {
-    pub(crate) fn new(capacity: usize, loop_waker: Arc<mio::Waker>) -> JobQueue {
+    pub(crate) fn new(capacity: usize, loop_waker: Arc<mio::Waker>, eager: bool) -> JobQueue {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         JobQueue {
             tx,
@@ -76,6 +80,7 @@ impl JobQueue {
             searching: AtomicUsize::new(0),
             capacity,
             refill: AtomicBool::new(false),
+            eager,
             loop_waker,
         }
     }
@@ -125,11 +130,11 @@ impl JobQueue {
         self.rx.is_empty()
     }
 
-    /// Takes the next job, if any. A worker that takes one with more behind it wakes the
-    /// next idle worker, so queued work never waits behind a gateway that blocks.
+    /// Takes the next job, if any. With more than one CPU, a worker that takes one with
+    /// more behind it wakes the next idle worker to share them.
     pub(crate) fn take(&self) -> Option<Job> {
         let job = self.rx.try_recv().ok()?;
-        if !self.rx.is_empty() {
+        if self.eager && !self.rx.is_empty() {
             self.notify();
         }
         fence(SeqCst);

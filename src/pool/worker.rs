@@ -85,7 +85,17 @@ pub(crate) struct Workers<G> {
     /// Replacements started for stuck workers and not yet retired.
     extra: AtomicUsize,
     size: usize,
+    /// Turns taken at the loop and jobs taken from the queue: the keeper's sign of life.
+    progress: AtomicUsize,
+    /// The keeper checks for progress every [`WATCH`] (on one CPU, while there is work).
+    watching: AtomicBool,
 }
+
+/// How long, on one CPU, the loop or queued work may wait behind a gateway before the
+/// keeper wakes an idle worker for it.
+const WATCH: Duration = Duration::from_millis(1);
+/// Watch checks with nothing waiting after which the keeper stops watching.
+const QUIET_CHECKS: u32 = 100;
 
 impl<G: Gateway> Workers<G> {
     pub(crate) fn start(
@@ -106,6 +116,8 @@ impl<G: Gateway> Workers<G> {
             waker,
             busy: Mutex::new(Vec::new()),
             extra: AtomicUsize::new(0),
+            progress: AtomicUsize::new(0),
+            watching: AtomicBool::new(false),
             size,
         });
         for _ in 0..size {
@@ -138,6 +150,9 @@ impl<G: Gateway> Workers<G> {
         let mut woken = false;
         loop {
             let job = self.jobs.take();
+            if job.is_some() {
+                self.progress.fetch_add(1, Relaxed);
+            }
             if std::mem::take(&mut woken) {
                 // Looked for work: a gateway or a turn at the loop may block from here on.
                 self.jobs.searched();
@@ -211,12 +226,21 @@ impl<G: Gateway> Workers<G> {
         true
     }
 
-    /// Before a gateway runs (and may block): if nobody is at the loop, wakes an idle
-    /// worker to take it over, so new requests do not wait for this one. On a busy core
-    /// the woken worker runs only once this one blocks; by then this one has usually
-    /// taken the loop again, and the woken one goes back to sleep.
+    /// Before a gateway runs (and may block), makes sure new requests will not wait for
+    /// it. With more than one CPU: if nobody is at the loop, wakes an idle worker to take
+    /// it over (it runs beside this one). On one CPU that worker could run only once this
+    /// one blocks, and usually by then this one is back at the loop, so the wake-up and
+    /// two context switches per request would buy nothing: the keeper watches instead, and
+    /// wakes a worker only when nothing has moved for [`WATCH`].
     fn attend_loop(&self) {
-        if !self.lp.is_locked() && !self.shared.is_shutting_down() {
+        if self.shared.is_shutting_down() {
+            return;
+        }
+        if !self.jobs.eager {
+            if !self.watching.load(Relaxed) && !self.watching.swap(true, SeqCst) {
+                self.shared.unpark_keeper();
+            }
+        } else if !self.lp.is_locked() {
             // The fence in `notify` pairs with the one in `JobQueue::sleep`: a worker
             // falling asleep either sees the loop vacant or is woken here.
             self.jobs.notify();
@@ -233,6 +257,7 @@ impl<G: Gateway> Workers<G> {
         let Some(mut lp) = self.lp.try_lock() else {
             return false;
         };
+        self.progress.fetch_add(1, Relaxed);
         let ticked = lp.turn(true);
         drop(lp);
         if ticked {
@@ -241,14 +266,36 @@ impl<G: Gateway> Workers<G> {
         true
     }
 
-    /// The keeper, on the thread that called `serve`: while every worker is busy (nobody
+    /// The keeper, on the thread that called `serve`. While every worker is busy (nobody
     /// at the loop for a tick), it takes the loop's turn itself, so timers, accepting and
-    /// stuck-worker checks go on. Then it runs the graceful shutdown; returns a poll
+    /// stuck-worker checks go on. On one CPU, while there is work, it also checks every
+    /// [`WATCH`] that the loop or queued work is not waiting behind a gateway that blocks,
+    /// and wakes an idle worker if so. Then it runs the graceful shutdown; returns a poll
     /// failure that ended the loop, if any.
     pub(crate) fn keep(self: &Arc<Self>) -> std::io::Result<()> {
-        self.shared.set_keeper();
+        let mut last = self.progress.load(Relaxed);
+        let mut quiet = 0;
         while !self.shared.is_shutting_down() {
-            std::thread::park_timeout(TICK);
+            let watching = self.watching.load(SeqCst);
+            std::thread::park_timeout(if watching { WATCH } else { TICK });
+            if watching {
+                let progress = self.progress.load(Relaxed);
+                let stalled = std::mem::replace(&mut last, progress) == progress;
+                let waiting = !self.lp.is_locked() || !self.jobs.is_empty();
+                if stalled && waiting {
+                    self.jobs.notify();
+                }
+                quiet = if waiting { 0 } else { quiet + 1 };
+                if quiet >= QUIET_CHECKS {
+                    // The next gateway call asks again. One that began meanwhile left the
+                    // loop vacant: then watch on.
+                    self.watching.store(false, SeqCst);
+                    if !self.lp.is_locked() || !self.jobs.is_empty() {
+                        self.watching.store(true, SeqCst);
+                    }
+                    quiet = 0;
+                }
+            }
             let Some(mut lp) = self.lp.try_lock() else {
                 continue;
             };
