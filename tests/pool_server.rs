@@ -55,6 +55,26 @@ fn threads() -> usize {
         .expect("a Threads: line")
 }
 
+/// A pool server whose gateway holds every request for `/block` at `gate`.
+fn serve_gated(config: Config, gate: &Arc<Gate>) -> Running {
+    let gate = gate.clone();
+    serve(config, move |req: Request<'_>| {
+        if req.uri().path() == "/block" {
+            gate.pass();
+        }
+        target(req)
+    })
+}
+
+/// `n` new connections, each sending a request for `/block`.
+fn send_blocked(pool: &Running, n: usize) -> Vec<RawClient> {
+    let mut blocked: Vec<_> = (0..n).map(|_| pool.connect()).collect();
+    for client in &mut blocked {
+        client.send(get("/block"));
+    }
+    blocked
+}
+
 /// Sends one request on a new connection and reads its answer; panics past [`PROMPT`].
 fn answered_promptly(pool: &Running, path: &str) {
     let started = Instant::now();
@@ -463,15 +483,7 @@ fn queued_work_never_waits_behind_a_blocking_gateway() {
     const WORKERS: usize = 4;
     for blockers in 1..WORKERS {
         let gate = Gate::new();
-        let pool = serve(config().workers(WORKERS), {
-            let gate = gate.clone();
-            move |req: Request<'_>| {
-                if req.uri().path() == "/block" {
-                    gate.pass();
-                }
-                target(req)
-            }
-        });
+        let pool = serve_gated(config().workers(WORKERS), &gate);
         let mut blocked: Vec<_> = (0..blockers).map(|_| pool.connect()).collect();
         let mut quick = pool.connect();
         for client in &mut blocked {
@@ -502,23 +514,12 @@ fn a_request_arriving_while_gateways_block_is_served_by_an_idle_worker() {
     const WORKERS: usize = 4;
     for blockers in 1..WORKERS {
         let gate = Gate::new();
-        let pool = serve(config().workers(WORKERS), {
-            let gate = gate.clone();
-            move |req: Request<'_>| {
-                if req.uri().path() == "/block" {
-                    gate.pass();
-                }
-                target(req)
-            }
-        });
+        let pool = serve_gated(config().workers(WORKERS), &gate);
         // Settled: the workers not needed for these have gone to sleep.
         for i in 0..3 {
             answered_promptly(&pool, &format!("/warm-up/{i}"));
         }
-        let mut blocked: Vec<_> = (0..blockers).map(|_| pool.connect()).collect();
-        for client in &mut blocked {
-            client.send(get("/block"));
-        }
+        let mut blocked = send_blocked(&pool, blockers);
         gate.wait_for_waiting(blockers);
         // Within a fraction of the loop's 100 ms tick: were the loop left without anyone
         // at it, only the keeper's next tick would take the request in.
@@ -551,19 +552,8 @@ fn timers_run_while_every_worker_is_blocked() {
         head,
         ..Timeouts::default()
     };
-    let pool = serve(config().workers(WORKERS).timeouts(timeouts), {
-        let gate = gate.clone();
-        move |req: Request<'_>| {
-            if req.uri().path() == "/block" {
-                gate.pass();
-            }
-            target(req)
-        }
-    });
-    let mut blocked: Vec<_> = (0..WORKERS).map(|_| pool.connect()).collect();
-    for client in &mut blocked {
-        client.send(get("/block"));
-    }
+    let pool = serve_gated(config().workers(WORKERS).timeouts(timeouts), &gate);
+    let mut blocked = send_blocked(&pool, WORKERS);
     gate.wait_for_waiting(WORKERS);
     let started = Instant::now();
     let mut stalled = pool.connect();
