@@ -578,6 +578,77 @@ fn timers_run_while_every_worker_is_blocked() {
 }
 
 #[test]
+fn requests_that_arrived_while_every_worker_was_busy_are_served_at_shutdown() {
+    // With every worker inside a gateway nobody is at the loop between the keeper's ticks.
+    // A request that arrived then (on an idle keep-alive connection, or on a connection
+    // still in the backlog) was received before the shutdown, so it is served, not cut.
+    let gate = Gate::new();
+    let pool = serve_gated(config().workers(1), &gate);
+    let mut idle = pool.connect();
+    idle.send(get("/warm-up"));
+    assert_eq!(idle.response().status, 200);
+    let mut blocked = send_blocked(&pool, 1);
+    gate.wait_for_waiting(1);
+    idle.send(get("/late/idle"));
+    let mut fresh = pool.connect();
+    fresh.send(get("/late/fresh"));
+    pool.handle.shutdown();
+    gate.open();
+    for (client, path) in [(&mut idle, "/late/idle"), (&mut fresh, "/late/fresh")] {
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text().as_str()), (200, path));
+        assert!(reply.closes(), "{reply:?}");
+    }
+    assert_eq!(blocked[0].response().status, 200);
+    pool.stop().unwrap();
+}
+
+#[test]
+fn requests_dispatched_at_shutdown_are_shared_among_workers() {
+    // Requests whose small bodies were still arriving when shutdown began are queued
+    // together by the shutdown; every idle worker takes one at once (the keeper, busy
+    // with the shutdown, does not hand them out one per tick).
+    const WORKERS: usize = 4;
+    let gate = Gate::new();
+    let pool = serve(config().workers(WORKERS), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            gate.pass();
+            echo(req)
+        }
+    });
+    let mut clients: Vec<_> = (0..WORKERS).map(|_| pool.connect()).collect();
+    for client in &mut clients {
+        client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde");
+    }
+    wait_until(
+        "the loop holds every request while its body arrives",
+        || pool.handle.stats().open_connections == WORKERS,
+    );
+    let started = Instant::now();
+    pool.handle.shutdown();
+    for client in &mut clients {
+        client.send("fghij");
+    }
+    gate.wait_for_waiting(WORKERS);
+    // Well within the loop's 100 ms tick: one worker woken per tick would take 300 ms.
+    assert!(
+        started.elapsed() < Duration::from_millis(90),
+        "{WORKERS} gateways running after {:?}",
+        started.elapsed()
+    );
+    gate.open();
+    for client in &mut clients {
+        let reply = client.response();
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, "POST /up\nabcdefghij")
+        );
+    }
+    pool.stop().unwrap();
+}
+
+#[test]
 fn pipelined_requests_are_served_by_one_worker_trip() {
     // Answers the target and the worker thread that served it.
     let pool = serve(config().workers(4), |req: Request<'_>| {

@@ -475,8 +475,13 @@ impl Loop {
     /// the deadline (their responses say `Connection: close`).
     /// `supervise` checks for stuck workers meanwhile.
     pub(crate) fn shut_down(&mut self, supervise: impl Fn()) {
-        // Newcomers are refused from now on.
-        self.listener = None;
+        // While every worker was busy nobody may have been at the loop for up to a tick:
+        // what arrived before the shutdown (connections in the backlog, requests in socket
+        // buffers) is taken in first. Newcomers are refused from then on.
+        if let Some(listener) = self.listener.take() {
+            self.accept_from(&listener);
+        }
+        self.turn(false);
         let deadline = Instant::now() + self.shared.config.timeouts.shutdown;
         tracing::info!(connections = self.open, "shutting down");
         for token in 0..self.slots.len() {

@@ -149,13 +149,14 @@ impl<G: Gateway> Workers<G> {
         let me = Sleeper::current();
         let mut woken = false;
         loop {
+            if std::mem::take(&mut woken) {
+                // On its way no longer: taking a job with more behind it may wake the next
+                // worker, and a gateway or a turn at the loop may block from here on.
+                self.jobs.searched();
+            }
             let job = self.jobs.take();
             if job.is_some() {
                 self.progress.fetch_add(1, Relaxed);
-            }
-            if std::mem::take(&mut woken) {
-                // Looked for work: a gateway or a turn at the loop may block from here on.
-                self.jobs.searched();
             }
             if let Some(job) = job {
                 self.attend_loop();
@@ -234,6 +235,11 @@ impl<G: Gateway> Workers<G> {
     /// wakes a worker only when nothing has moved for [`WATCH`].
     fn attend_loop(&self) {
         if self.shared.is_shutting_down() {
+            // The loop is the keeper's now, busy with the shutdown: jobs it queued are
+            // shared out here.
+            if !self.jobs.is_empty() {
+                self.jobs.notify();
+            }
             return;
         }
         if !self.jobs.eager {
@@ -275,6 +281,7 @@ impl<G: Gateway> Workers<G> {
     pub(crate) fn keep(self: &Arc<Self>) -> std::io::Result<()> {
         let mut last = self.progress.load(Relaxed);
         let mut quiet = 0;
+        let mut tried = Instant::now();
         while !self.shared.is_shutting_down() {
             let watching = self.watching.load(SeqCst);
             std::thread::park_timeout(if watching { WATCH } else { TICK });
@@ -290,23 +297,27 @@ impl<G: Gateway> Workers<G> {
                     // The next gateway call asks again. One that began meanwhile left the
                     // loop vacant: then watch on.
                     self.watching.store(false, SeqCst);
+                    std::sync::atomic::fence(SeqCst);
                     if !self.lp.is_locked() || !self.jobs.is_empty() {
                         self.watching.store(true, SeqCst);
                     }
                     quiet = 0;
                 }
             }
+            // The loop's turn, when no worker took one for a tick. The lock is tried a
+            // few times a tick at most, as a worker that finds it taken goes to sleep.
+            if tried.elapsed() < TICK / 2 {
+                continue;
+            }
+            tried = Instant::now();
             let Some(mut lp) = self.lp.try_lock() else {
                 continue;
             };
-            if !lp.tick_due() || self.shared.is_shutting_down() {
-                continue;
-            }
-            let ticked = lp.turn(false);
+            let ticked = lp.tick_due() && !self.shared.is_shutting_down() && lp.turn(false);
             drop(lp);
-            if !self.jobs.is_empty() {
-                self.jobs.notify();
-            }
+            // A worker that came for the loop meanwhile found it taken and went to sleep;
+            // wake one for the loop (and for any jobs this turn queued).
+            self.jobs.notify();
             if ticked {
                 self.supervise();
             }
