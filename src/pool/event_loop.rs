@@ -4,10 +4,11 @@
 //!
 //! The loop has no thread of its own: it is a state behind a lock, and an idle worker takes
 //! a turn at it (leader/follower). The worker that polled serves what it found itself, so on
-//! a busy core a request costs no hand-off between threads; it wakes one idle worker to take
-//! the loop over (or share the queued work) while it serves. When every worker is busy, the
-//! thread that called `serve` (the keeper) takes a turn each tick, so timers, stuck-worker
-//! checks and accepting go on regardless; it also runs the shutdown.
+//! a busy core a request costs no hand-off between threads. Before a gateway runs, an idle
+//! worker is woken to take the loop over (on one CPU, only if the keeper sees nothing move
+//! for a millisecond; see `worker`). When every worker is busy, the thread that called
+//! `serve` (the keeper) takes a turn each tick, so timers, stuck-worker checks and accepting
+//! go on regardless; it also runs the shutdown.
 
 use std::collections::VecDeque;
 use std::io;
