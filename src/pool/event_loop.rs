@@ -498,9 +498,8 @@ impl Loop {
         }
         self.take_back();
         self.jobs.notify();
-        let mut events = Events::with_capacity(64);
         while self.open > 0 && Instant::now() < deadline {
-            let _ = self.poll.poll(&mut events, Some(TICK));
+            let _ = self.poll.poll(&mut self.events, Some(TICK));
             self.take_back();
             self.jobs.notify();
             supervise();

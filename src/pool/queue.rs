@@ -1,18 +1,19 @@
 //! The queue of ready connections between the event loop and the workers.
 //!
 //! Jobs travel through a bounded crossbeam channel; idle workers sleep here, without
-//! spinning. The worker that queued a batch of jobs (at its turn of the loop) wakes one idle
-//! worker before serving the first itself, and a worker that takes a job with more behind it
-//! wakes the next, so neither queued work nor the loop waits behind a gateway that blocks.
-//! Two rules keep a busy core from thrashing:
+//! spinning. With more than one CPU, a worker about to run a gateway wakes an idle one if
+//! nobody is at the loop, and a worker that takes a job with more behind it wakes the next,
+//! so neither queued work nor the loop waits behind a gateway that blocks (on one CPU the
+//! keeper does this when nothing moves; see `worker`). Two rules keep a busy core from
+//! thrashing:
 //!
 //! - Idle workers wait on a stack and the last to fall asleep is the first woken: its stack
 //!   and data are still in the cache, and under light load the same one or two threads do
 //!   all the work instead of the whole pool taking turns.
 //! - At most one woken worker is on its way at a time ("searching"): until it has looked at
-//!   the queue and the loop, whoever else finds queued work leaves it to that one instead of
-//!   waking a third. A worker stops searching before it runs any gateway, so this never leaves work
-//!   behind a gateway that blocks.
+//!   the queue and the loop, whoever else finds queued work leaves it to that one instead
+//!   of waking a third. A worker stops searching before it takes a job, so this never
+//!   leaves work behind a gateway that blocks.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;

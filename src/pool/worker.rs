@@ -154,11 +154,8 @@ impl<G: Gateway> Workers<G> {
                 // worker, and a gateway or a turn at the loop may block from here on.
                 self.jobs.searched();
             }
-            let job = self.jobs.take();
-            if job.is_some() {
+            if let Some(job) = self.jobs.take() {
                 self.progress.fetch_add(1, Relaxed);
-            }
-            if let Some(job) = job {
                 self.attend_loop();
                 if self.serve(job, &ctx, busy) {
                     continue;
@@ -282,13 +279,15 @@ impl<G: Gateway> Workers<G> {
         let mut last = self.progress.load(Relaxed);
         let mut quiet = 0;
         let mut tried = Instant::now();
+        // The loop has nobody at it, or jobs wait for a worker.
+        let work_waits = || !self.lp.is_locked() || !self.jobs.is_empty();
         while !self.shared.is_shutting_down() {
             let watching = self.watching.load(SeqCst);
             std::thread::park_timeout(if watching { WATCH } else { TICK });
             if watching {
                 let progress = self.progress.load(Relaxed);
                 let stalled = std::mem::replace(&mut last, progress) == progress;
-                let waiting = !self.lp.is_locked() || !self.jobs.is_empty();
+                let waiting = work_waits();
                 if stalled && waiting {
                     self.jobs.notify();
                 }
@@ -298,7 +297,7 @@ impl<G: Gateway> Workers<G> {
                     // loop vacant: then watch on.
                     self.watching.store(false, SeqCst);
                     std::sync::atomic::fence(SeqCst);
-                    if !self.lp.is_locked() || !self.jobs.is_empty() {
+                    if work_waits() {
                         self.watching.store(true, SeqCst);
                     }
                     quiet = 0;
