@@ -59,9 +59,11 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Longest wait for the client to take more response bytes. Default 30 s.
     pub write: Duration,
-    /// How long a gateway may run before the pool reports it stuck and starts a fresh
-    /// worker in its place (the dev server's thread per connection needs no replacement
-    /// and reports nothing). Default 60 s.
+    /// How long a gateway's code may run before the pool reports it stuck and starts a
+    /// fresh worker in its place: its call, or the making of one piece of a streamed body
+    /// (time spent waiting on a slow client is not counted; `write` bounds that). The dev
+    /// server's thread per connection needs no replacement and reports nothing. Default
+    /// 60 s.
     pub request: Duration,
     /// How long a graceful shutdown lets in-flight requests finish. Default 30 s.
     pub shutdown: Duration,

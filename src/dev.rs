@@ -266,7 +266,17 @@ fn connection<G: Gateway>(
             break;
         }
         shared.stats.active.fetch_add(1, SeqCst);
-        let next = conn.serve(&ctx);
+        let mut next = conn.serve(&ctx);
+        // A pipelined request is served at once, while the connection still counts as
+        // busy: the answers held back to go out with its own are never left behind by a
+        // shutdown that closes idle connections.
+        while next == Next::KeepAlive && conn.next_pipelined(shared) {
+            next = conn.serve(&ctx);
+        }
+        let next = match conn.flush() {
+            Ok(()) => next,
+            Err(_) => Next::Close,
+        };
         shared.stats.active.fetch_sub(1, SeqCst);
         if slot
             .state

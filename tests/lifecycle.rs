@@ -5,10 +5,10 @@ mod support;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sgi::{Config, Request, Response, Timeouts};
+use sgi::{Body, Config, Handle, Request, Response, Timeouts};
 use support::{agent, config, environ, response, start, target, wait_until, Backend, Gate};
 
 on_every_backend!(
@@ -26,6 +26,7 @@ on_every_backend!(
     shutdown_lets_an_in_flight_request_finish_with_connection_close,
     shutdown_closes_idle_connections,
     shutdown_closes_requests_that_outlast_its_deadline,
+    shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it,
     extreme_timeouts_are_taken_as_never_or_at_once_without_failing,
 );
 
@@ -306,4 +307,38 @@ fn shutdown_closes_requests_that_outlast_its_deadline(backend: Backend) {
     server.join().expect("serve returns Ok");
     client.expect_closed();
     gate.open();
+}
+
+fn shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it(backend: Backend) {
+    let handle: Arc<OnceLock<Handle>> = Arc::default();
+    let server = start(backend, config(), {
+        let handle = handle.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() != "/stream" {
+                return target(req);
+            }
+            let handle = handle.clone();
+            // The shutdown begins while this answer is being sent.
+            Response::new(Body::from_iter(["one", "two"].into_iter().map(
+                move |piece| {
+                    if piece == "two" {
+                        handle.get().expect("the handle is set").shutdown();
+                    }
+                    Ok(piece.into())
+                },
+            )))
+        }
+    });
+    handle.set(server.handle.clone()).unwrap();
+    let mut client = server.connect();
+    client.send(
+        "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(client.response().text(), "onetwo");
+    // The request already read is served too, as the last on its connection.
+    let reply = client.response();
+    assert_eq!(reply.text(), "/next");
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
 }

@@ -400,6 +400,68 @@ fn a_stuck_gateway_is_replaced_and_capacity_kept() {
 }
 
 #[test]
+fn a_body_piece_that_runs_past_the_request_timeout_is_reported_stuck() {
+    let request = Duration::from_millis(300);
+    let gate = Gate::new();
+    let pool = serve(
+        config().workers(2).timeouts(Timeouts {
+            request,
+            ..config().timeouts
+        }),
+        {
+            let gate = gate.clone();
+            move |_req: Request<'_>| {
+                let gate = gate.clone();
+                Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
+                    if piece == "b" {
+                        gate.pass();
+                    }
+                    Ok(piece.into())
+                })))
+            }
+        },
+    );
+    let mut client = pool.connect();
+    client.send(get("/stream"));
+    // Making a body's piece is the gateway's code as much as its call is.
+    wait_until("the stalled piece is reported", || {
+        pool.handle.stats().stuck_requests == 1
+    });
+    gate.open();
+    assert_eq!(client.response().text(), "ab");
+}
+
+#[test]
+fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
+    let request = Duration::from_millis(200);
+    let pool = serve(
+        config().workers(2).timeouts(Timeouts {
+            request,
+            ..config().timeouts
+        }),
+        |_req: Request<'_>| {
+            // 32 MiB: far more than the socket buffers take while the client reads nothing.
+            let piece = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+            Response::new(Body::from_iter((0..32).map(move |_| Ok(piece.clone()))))
+        },
+    );
+    let mut client = pool.connect();
+    client.send(get("/big"));
+    wait_until("the answer is being written", || {
+        pool.handle.stats().active_connections == 1
+    });
+    // An absence, so a fixed wait: five request timeouts, and ten of the pool's ticks.
+    std::thread::sleep(5 * request);
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.stuck_requests, stats.active_connections),
+        (0, 1),
+        "a worker blocked on a slow client is not a stuck gateway"
+    );
+    assert_eq!(client.response().body.len(), 32 << 20);
+}
+
+#[test]
 fn a_stuck_worker_found_while_replacements_ran_out_is_replaced_later() {
     let request = Duration::from_millis(300);
     let (first, second) = (Gate::new(), Gate::new());

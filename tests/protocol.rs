@@ -6,10 +6,11 @@ mod support;
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sgi::http::{header, StatusCode};
 use sgi::{Body, Config, Request, Response};
-use support::{agent, config, echo, response, start, target, Backend};
+use support::{agent, config, echo, response, start, target, Backend, Gate};
 
 on_every_backend!(
     keeps_an_http11_connection_alive,
@@ -19,6 +20,7 @@ on_every_backend!(
     honours_connection_close_from_the_gateway,
     closes_after_max_requests_per_connection,
     pipelined_requests_are_answered_in_order,
+    answers_held_for_pipelined_requests_go_out_before_they_pile_up,
     ignores_empty_lines_before_a_request_line,
     a_blank_line_left_unfinished_is_closed_without_an_answer,
     a_client_that_ends_its_side_after_a_request_is_answered_and_closed,
@@ -27,6 +29,7 @@ on_every_backend!(
     chunked_request_body_is_decoded,
     large_bodies_cross_intact,
     iterator_body_is_sent_chunked,
+    each_chunk_goes_out_whole_before_the_next_piece_is_made,
     iterator_body_to_http10_is_delimited_by_close,
     file_body_is_sent_whole,
     head_response_has_no_body_but_keeps_content_length,
@@ -236,6 +239,37 @@ fn pipelined_requests_are_answered_in_order(backend: Backend) {
     assert_eq!(client.response().text(), "GET /3\n");
 }
 
+fn answers_held_for_pipelined_requests_go_out_before_they_pile_up(backend: Backend) {
+    let gate = Gate::new();
+    let server = start(backend, config(), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() == "/gate" {
+                gate.pass();
+                return Response::new(Body::from("gate"));
+            }
+            // 16,000 bytes, small enough to be copied into the output buffer.
+            let mut body = vec![b'.'; 16_000 - 8];
+            body.extend_from_slice(format!("end{:>5}", req.uri().path()).as_bytes());
+            Response::new(Body::from(body))
+        }
+    });
+    let mut client = server.connect();
+    let mut requests: String = (1..=8)
+        .map(|n| format!("GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .collect();
+    requests.push_str("GET /gate HTTP/1.1\r\nHost: x\r\n\r\n");
+    client.send(requests);
+    // The first answers are out while the last gateway still runs: about 64 KiB of them at
+    // most wait to go out together.
+    client.wait_for(b"end   /4", Duration::from_secs(5));
+    gate.open();
+    for n in 1..=8 {
+        assert!(client.response().text().ends_with(&format!("end   /{n}")));
+    }
+    assert_eq!(client.response().text(), "gate");
+}
+
 fn ignores_empty_lines_before_a_request_line(backend: Backend) {
     let server = start(backend, config(), target);
     let mut client = server.connect();
@@ -354,6 +388,31 @@ fn iterator_body_is_sent_chunked(backend: Backend) {
     assert_eq!(reply.text(), "abbccc");
     client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.response().text(), "abbccc", "framing ended cleanly");
+}
+
+fn each_chunk_goes_out_whole_before_the_next_piece_is_made(backend: Backend) {
+    let gate = Gate::new();
+    let server = start(backend, config(), {
+        let gate = gate.clone();
+        move |_req: Request<'_>| {
+            let gate = gate.clone();
+            Response::new(Body::from_iter(["first", "second"].into_iter().map(
+                move |piece| {
+                    if piece == "second" {
+                        gate.pass();
+                    }
+                    Ok(piece.into())
+                },
+            )))
+        }
+    });
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // A client's chunked decoder hands a chunk on once its CRLF is in, so the CRLF must
+    // not wait for the next piece (as for a stream of events, produced when they happen).
+    client.wait_for(b"5\r\nfirst\r\n", Duration::from_secs(5));
+    gate.open();
+    assert_eq!(client.response().text(), "firstsecond");
 }
 
 fn iterator_body_to_http10_is_delimited_by_close(backend: Backend) {

@@ -371,6 +371,9 @@ impl<T: Transport> Conn<T> {
                 (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
             }
         };
+        if let Some(worker) = ctx.worker {
+            worker.pause();
+        }
 
         // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
         let (response, close) = match reader.conn.body.error {
@@ -415,7 +418,7 @@ impl<T: Transport> Conn<T> {
         // reads this response instead of a reset.
         let unread = !self.body.is_done();
         let status = response.status();
-        let mut sent = self.send_response(response, version, is_head, keep_alive);
+        let mut sent = self.send_response(response, version, is_head, keep_alive, ctx.worker);
         if unread && sent.next == Next::Close && !sent.cut {
             sent.next = Next::Linger;
         }
@@ -432,8 +435,11 @@ impl<T: Transport> Conn<T> {
             );
         }
         let pipelined = sent.next == Next::KeepAlive && self.head(shared) == Head::Ready;
-        // A pipelined request behind this one lets its response wait and go out together.
-        if !pipelined && self.flush().is_err() {
+        // A pipelined request behind this one lets its response wait and go out together,
+        // up to a bound: a client that pipelines many requests and reads nothing must not
+        // make the server hold their answers in memory.
+        let hold = pipelined && self.out.len() < MAX_HELD_OUTPUT;
+        if !hold && self.flush().is_err() {
             return Next::Close;
         }
         sent.next
@@ -460,7 +466,7 @@ impl<T: Transport> Conn<T> {
 
     /// Sends a short error response with `Connection: close`.
     pub(crate) fn send_error(&mut self, status: StatusCode, version: Version) -> io::Result<()> {
-        self.send_response(error_response(status), version, false, false);
+        self.send_response(error_response(status), version, false, false, None);
         self.flush()
     }
 
@@ -468,7 +474,7 @@ impl<T: Transport> Conn<T> {
     /// blocks (a client that does not read loses the courtesy, not the loop its time).
     pub(crate) fn write_error_now(&mut self, status: StatusCode) {
         self.out.clear();
-        self.send_response(error_response(status), Version::HTTP_11, false, false);
+        self.send_response(error_response(status), Version::HTTP_11, false, false, None);
         let _ = self.io.write_now(&self.out);
         self.out.clear();
     }
@@ -484,6 +490,9 @@ impl<T: Transport> Conn<T> {
 
 /// How much of an unread request body is drained to keep a connection alive.
 const DRAIN_BUDGET: u64 = 64 * 1024;
+/// Most bytes of answers held back to go out with those of the pipelined requests behind
+/// them; past this they are written before the next request is served.
+const MAX_HELD_OUTPUT: usize = 64 * 1024;
 
 /// A plain-text error response the server itself sends.
 pub(crate) fn error_response(status: StatusCode) -> Response {

@@ -10,6 +10,7 @@ use http::{StatusCode, Version};
 use super::{error_response, Conn, Next};
 use crate::body::Kind;
 use crate::http1::{is_hop_by_hop, plan_response, write_response_head, BodyFraming};
+use crate::pool::Busy;
 use crate::transport::{write_all_wait, Transport};
 use crate::Response;
 
@@ -34,13 +35,15 @@ enum Abort {
 
 impl<T: Transport> Conn<T> {
     /// Writes `response` (buffered; see [`Conn::flush`]). `keep_alive` is whether the
-    /// request side allows the connection to live on.
+    /// request side allows the connection to live on; `clock`, a pool worker's, times the
+    /// gateway's code that makes the body.
     pub(crate) fn send_response(
         &mut self,
         response: Response,
         version: Version,
         is_head: bool,
         keep_alive: bool,
+        clock: Option<&Busy>,
     ) -> Sent {
         let (mut parts, mut body) = response.into_parts();
         // An interim status cannot end an exchange, and codes past 599 are not HTTP's
@@ -110,8 +113,10 @@ impl<T: Transport> Conn<T> {
         }
         // The body is the gateway's code too (an iterator, a reader, their `Drop`): a panic
         // there aborts this response like a failure, never the thread serving it.
-        let sent = catch_unwind(AssertUnwindSafe(|| self.send_body(body.kind, plan.framing)))
-            .unwrap_or_else(|_| Err(Abort::Gateway("response body panicked".into())));
+        let sent = catch_unwind(AssertUnwindSafe(|| {
+            self.send_body(body.kind, plan.framing, clock)
+        }))
+        .unwrap_or_else(|_| Err(Abort::Gateway("response body panicked".into())));
         match sent {
             Ok(bytes) => Sent {
                 bytes,
@@ -144,7 +149,22 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    fn send_body(&mut self, kind: Kind, framing: BodyFraming) -> Result<u64, Abort> {
+    fn send_body(
+        &mut self,
+        kind: Kind,
+        framing: BodyFraming,
+        clock: Option<&Busy>,
+    ) -> Result<u64, Abort> {
+        // Runs a piece of the gateway's code with the stuck-request clock going.
+        let timed = |run: &mut dyn FnMut()| {
+            if let Some(clock) = clock {
+                clock.resume();
+            }
+            run();
+            if let Some(clock) = clock {
+                clock.pause();
+            }
+        };
         let declared = match framing {
             BodyFraming::Length(n) => Some(n),
             _ => None,
@@ -153,7 +173,7 @@ impl<T: Transport> Conn<T> {
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;
-                self.write_piece(&bytes, false)?;
+                self.write_piece(&bytes, b"", false)?;
                 Ok(n)
             }
             Kind::File(mut file, len) => {
@@ -169,7 +189,9 @@ impl<T: Transport> Conn<T> {
             Kind::Iter(mut iter) => {
                 let mut sent = 0;
                 loop {
-                    match iter.next() {
+                    let mut next = None;
+                    timed(&mut || next = iter.next());
+                    match next {
                         None => break,
                         Some(Err(e)) => {
                             return Err(Abort::Gateway(format!("body iterator failed: {e}")))
@@ -188,7 +210,9 @@ impl<T: Transport> Conn<T> {
                 let mut sent = 0;
                 let mut chunk = vec![0; READ_CHUNK];
                 loop {
-                    let n = match reader.read(&mut chunk) {
+                    let mut read = Ok(0);
+                    timed(&mut || read = reader.read(&mut chunk));
+                    let n = match read {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -226,14 +250,16 @@ impl<T: Transport> Conn<T> {
             }
         }
         let len = piece.len() as u64;
-        if chunked {
+        // A chunk goes out whole, its closing CRLF included: a client's chunked decoder
+        // hands a chunk on only once it has read that CRLF.
+        let tail: &[u8] = if chunked {
             crate::http1::append_hex(&mut self.out, len);
             self.out.extend_from_slice(b"\r\n");
-        }
-        self.write_piece(piece, true)?;
-        if chunked {
-            self.out.extend_from_slice(b"\r\n");
-        }
+            b"\r\n"
+        } else {
+            b""
+        };
+        self.write_piece(piece, tail, true)?;
         Ok(sent + len)
     }
 
@@ -256,12 +282,13 @@ impl<T: Transport> Conn<T> {
         Ok(sent)
     }
 
-    /// Queues `piece` behind the output buffer, writing when it is large.
-    fn write_piece(&mut self, piece: &[u8], streaming: bool) -> Result<(), Abort> {
+    /// Queues `piece` and then `tail` behind the output buffer, writing when it is large.
+    fn write_piece(&mut self, piece: &[u8], tail: &[u8], streaming: bool) -> Result<(), Abort> {
         // Each streamed piece goes out before the next is asked for (as PEP 3333 asks), so a
         // slow producer's output reaches the client as it is made.
         if piece.len() <= COPY_LIMIT {
             self.out.extend_from_slice(piece);
+            self.out.extend_from_slice(tail);
             if streaming {
                 self.flush().map_err(Abort::Io)?;
             }
@@ -269,7 +296,11 @@ impl<T: Transport> Conn<T> {
         }
         let result = write_all_wait(
             &mut self.io,
-            &mut [IoSlice::new(&self.out), IoSlice::new(piece)],
+            &mut [
+                IoSlice::new(&self.out),
+                IoSlice::new(piece),
+                IoSlice::new(tail),
+            ],
         );
         self.out.clear();
         result.map_err(Abort::Io)

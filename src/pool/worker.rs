@@ -6,7 +6,7 @@
 //! started so the pool keeps its capacity; the stuck worker leaves the pool when its gateway
 //! finally returns. A thread cannot be killed, so this is the most a server can do.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,35 +35,71 @@ pub(crate) struct Done {
     pub(crate) next: Next,
 }
 
-/// What a worker is serving right now, for stuck-request reports.
-#[derive(Debug, Default)]
+/// What a worker is serving right now, for stuck-request reports. The clock runs only while
+/// the gateway's own code does (its call, and making each piece of a streamed body), not
+/// while a response waits on a slow client: that is bounded by the write timeout instead.
+#[derive(Debug)]
 pub(crate) struct Busy {
-    current: Mutex<Option<(Instant, Method, Uri)>>,
+    current: Mutex<Option<(Method, Uri)>>,
+    /// When the gateway's code began its current run, in nanoseconds after `epoch`, plus
+    /// one; zero while no gateway code runs.
+    running_since: AtomicU64,
+    epoch: Instant,
     /// The current request was reported stuck.
     reported: AtomicBool,
     /// A replacement was started for this worker: it leaves the pool when it gets free.
     replaced: AtomicBool,
 }
 
+impl Default for Busy {
+    fn default() -> Busy {
+        Busy {
+            current: Mutex::new(None),
+            running_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            reported: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Busy {
+    /// A request begins, and with it the gateway's call.
     pub(crate) fn begin(&self, method: &Method, uri: &Uri) {
         self.reported.store(false, Relaxed);
-        *self.current.lock() = Some((Instant::now(), method.clone(), uri.clone()));
+        *self.current.lock() = Some((method.clone(), uri.clone()));
+        self.resume();
+    }
+
+    /// The gateway's code runs again (it makes the next piece of its body).
+    pub(crate) fn resume(&self) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.running_since.store(now + 1, Relaxed);
+    }
+
+    /// The gateway's code has returned (with its response, or a piece of its body).
+    pub(crate) fn pause(&self) {
+        self.running_since.store(0, Relaxed);
     }
 
     fn end(&self) {
+        self.pause();
         *self.current.lock() = None;
     }
 
-    /// Whether the current request has run past `timeout`: `Some(true)` the first time (it
-    /// is reported then), `Some(false)` after that.
+    /// Whether the gateway's code has run past `timeout` without returning: `Some(true)`
+    /// the first time in a request (it is reported then), `Some(false)` after that.
     fn check(&self, timeout: Duration) -> Option<bool> {
-        let current = self.current.lock();
-        let (since, method, uri) = current.as_ref()?;
-        let elapsed = since.elapsed();
+        let since = self.running_since.load(Relaxed).checked_sub(1)?;
+        let elapsed = self
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(since));
         if elapsed < timeout {
             return None;
         }
+        let current = self.current.lock();
+        let (method, uri) = current.as_ref()?;
         let first = !self.reported.swap(true, Relaxed);
         if first {
             tracing::error!(%method, target = %uri, elapsed_ms = elapsed.as_millis() as u64,

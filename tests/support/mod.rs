@@ -422,6 +422,38 @@ impl RawClient {
         Ok(reply)
     }
 
+    /// Reads until the bytes received and not yet parsed contain `needle`; panics if they
+    /// do not within `within`. What was read stays for the readers above.
+    pub fn wait_for(&mut self, needle: &[u8], within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.pending.windows(needle.len()).any(|w| w == needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{:?} not received within {within:?}; so far: {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&self.pending)
+            );
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!(
+                    "closed before {:?} came; so far: {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&self.pending)
+                ),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading from the server: {e}"),
+            }
+        }
+        self.stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    }
+
     /// Reads until the server closes; returns everything not parsed yet.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         while self.fill().expect("read until the server closes") > 0 {}
