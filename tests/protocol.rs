@@ -46,6 +46,7 @@ on_every_backend!(
     a_body_cut_short_still_lets_earlier_pipelined_answers_out,
     gateway_panic_is_answered_500_and_the_server_goes_on,
     failing_iterator_body_aborts_the_connection,
+    a_body_failing_before_its_first_byte_is_answered_500,
     panicking_body_reader_aborts_the_connection_and_frees_it,
     streamed_body_shorter_than_its_content_length_aborts_the_connection,
     an_answer_never_waits_on_an_upload_it_left_unread,
@@ -757,6 +758,28 @@ fn failing_iterator_body_aborts_the_connection(backend: Backend) {
         !text.contains("\r\n0\r\n\r\n"),
         "the body must not look complete: {text:?}"
     );
+}
+
+fn a_body_failing_before_its_first_byte_is_answered_500(backend: Backend) {
+    let server = start(backend, config(), |req: Request<'_>| {
+        let fails = || Err(io::Error::other("the template failed"));
+        let body = match req.uri().path() {
+            "/iterator" => Body::from_iter([fails()]),
+            _ => Body::from_iter(std::iter::once_with(|| -> io::Result<bytes::Bytes> {
+                panic!("a body panic the test asked for")
+            })),
+        };
+        Response::new(body)
+    });
+    for path in ["/iterator", "/panic"] {
+        let mut client = server.connect();
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        // Nothing of the answer had left, so it is replaced whole.
+        let reply = client.response();
+        assert_eq!(reply.status, 500, "{path}: {reply:?}");
+        assert!(reply.closes(), "{path}: {reply:?}");
+        client.expect_closed();
+    }
 }
 
 fn panicking_body_reader_aborts_the_connection_and_frees_it(backend: Backend) {

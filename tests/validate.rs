@@ -510,8 +510,10 @@ fn content_length_matches_is_checked_past_where_the_server_stops() {
         plain.ends_with(b"content-length: 3\r\n\r\nhel"),
         "{plain:?}"
     );
+    // Validate fails the body at its first piece, before any of it was sent, so the
+    // server can still answer 500 instead.
     let validated = TestClient::new(Validate::new(app())).raw(request);
     let text = String::from_utf8_lossy(&validated);
-    assert!(text.contains("content-length: 3\r\n"), "{text}");
-    assert!(text.ends_with("\r\n\r\n"), "the body is cut off: {text}");
+    assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+    assert!(!text.contains("hel"), "{text}");
 }

@@ -82,6 +82,9 @@ pub(crate) struct Conn<T: Transport> {
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,
     served: u64,
+    /// Writes to the client so far (flushes of `out` and large pieces), so that a response
+    /// whose body fails can tell whether any of it has left.
+    writes: u64,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
     body: BodyState,
@@ -98,6 +101,7 @@ impl<T: Transport> Conn<T> {
             parsed: None,
             body_scan: None,
             head_started: None,
+            writes: 0,
             served: 0,
             peer,
             local,
@@ -417,7 +421,6 @@ impl<T: Transport> Conn<T> {
         // Body bytes may still be on their way: a closing connection lingers, so the client
         // reads this response instead of a reset.
         let unread = !self.body.is_done();
-        let status = response.status();
         let mut sent = self.send_response(response, version, is_head, keep_alive, ctx.worker);
         if unread && sent.next == Next::Close && !sent.cut {
             sent.next = Next::Linger;
@@ -429,7 +432,7 @@ impl<T: Transport> Conn<T> {
                 peer = ?self.peer,
                 %method,
                 target = %uri,
-                status = status.as_u16(),
+                status = sent.status.as_u16(),
                 bytes = sent.bytes,
                 micros = started.elapsed().as_micros() as u64,
             );
@@ -458,6 +461,7 @@ impl<T: Transport> Conn<T> {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.writes += 1;
         let result =
             crate::transport::write_all_wait(&mut self.io, &mut [io::IoSlice::new(&self.out)]);
         self.out.clear();

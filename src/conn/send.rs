@@ -20,6 +20,8 @@ const COPY_LIMIT: usize = 16 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(crate) struct Sent {
+    /// The status sent (the server's `500` if it replaced the gateway's response).
+    pub(crate) status: StatusCode,
     pub(crate) bytes: u64,
     pub(crate) next: Next,
     /// The body failed: the connection must end now (no lingering).
@@ -84,6 +86,7 @@ impl<T: Transport> Conn<T> {
                 "gateway's Content-Length differs from its body's length; sending the body's length"
             );
         }
+        let head_at = self.out.len();
         let dropped =
             write_response_head(&mut self.out, parts.status, &parts.headers, &plan, version);
         if dropped > 0 {
@@ -106,6 +109,7 @@ impl<T: Transport> Conn<T> {
             }
             drop_unsent(body);
             return Sent {
+                status: parts.status,
                 bytes: 0,
                 next: close_next,
                 cut: false,
@@ -113,12 +117,15 @@ impl<T: Transport> Conn<T> {
         }
         // The body is the gateway's code too (an iterator, a reader, their `Drop`): a panic
         // there aborts this response like a failure, never the thread serving it.
+        let writes = self.writes;
         let sent = catch_unwind(AssertUnwindSafe(|| {
             self.send_body(body.kind, plan.framing, clock)
         }))
         .unwrap_or_else(|_| Err(Abort::Gateway("response body panicked".into())));
+        let status = parts.status;
         match sent {
             Ok(bytes) => Sent {
+                status,
                 bytes,
                 next: close_next,
                 cut: false,
@@ -127,10 +134,25 @@ impl<T: Transport> Conn<T> {
                 tracing::debug!(peer = ?self.peer, error = %e, "connection lost while sending a response");
                 self.out.clear();
                 Sent {
+                    status,
                     bytes: 0,
                     next: Next::Close,
                     cut: true,
                 }
+            }
+            Err(Abort::Gateway(why)) if self.writes == writes => {
+                // Nothing of this response has left yet: it can still be a clean 500.
+                tracing::error!(peer = ?self.peer, "response body failed before any of it was sent ({why}); answering 500");
+                self.out.truncate(head_at);
+                let mut sent = self.send_response(
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR),
+                    version,
+                    is_head,
+                    false,
+                    None,
+                );
+                sent.next = Next::Close;
+                sent
             }
             Err(Abort::Gateway(why)) => {
                 tracing::error!(peer = ?self.peer, "response body failed after the head was sent ({why}); aborting the connection");
@@ -141,6 +163,7 @@ impl<T: Transport> Conn<T> {
                     self.io.reset_on_close();
                 }
                 Sent {
+                    status,
                     bytes: 0,
                     next: Next::Close,
                     cut: true,
@@ -294,6 +317,7 @@ impl<T: Transport> Conn<T> {
             }
             return Ok(());
         }
+        self.writes += 1;
         let result = write_all_wait(
             &mut self.io,
             &mut [
