@@ -88,9 +88,14 @@ pub fn find_head_end(
         // Resume after what was searched; a found head is found again from the same place.
         *scanned = buf.len();
     }
-    let line_end = body.iter().position(|&b| b == b'\n');
-    let line_len = line_end.unwrap_or(body.len());
-    if line_len > limits.max_request_line + 1 {
+    // The request line's length without its line ending (CRLF or a bare LF); while the
+    // line is incomplete, its last byte may yet be the CR of its CRLF.
+    let line_len = match body.iter().position(|&b| b == b'\n') {
+        Some(n) if n > 0 && body[n - 1] == b'\r' => n - 1,
+        Some(n) => n,
+        None => body.len().saturating_sub(1),
+    };
+    if line_len > limits.max_request_line {
         return Err(Error::UriTooLong);
     }
     // The blank lines count against the limit too: a client may send one or two, not an
@@ -210,9 +215,13 @@ fn parse_complete<'b>(
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut facts = Facts::default();
     for field in req.headers.iter() {
-        // The whole field line as sent, CRLF included (name and value point into `head`).
-        let line =
-            field.value.as_ptr() as usize + field.value.len() + 2 - field.name.as_ptr() as usize;
+        // The whole field line as sent, its line ending included, measured to its LF: the
+        // parser's value leaves out trailing whitespace, which must count too.
+        let at = field.name.as_ptr() as usize - head.as_ptr() as usize;
+        let line = head[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(len - at, |n| n + 1);
         if line > limits.max_header_field {
             return Err(Error::HeadTooLarge);
         }
@@ -244,8 +253,11 @@ fn parse_complete<'b>(
     if method != Method::CONNECT {
         if let Some(authority) = uri.authority() {
             let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+            // The same rules as for a Host field: the gateway gets one kind of host.
             let value = HeaderValue::from_str(host)
-                .map_err(|_| Error::BadRequest("invalid host in the request target"))?;
+                .ok()
+                .filter(|v| valid_host(Bytes::copy_from_slice(v.as_bytes())))
+                .ok_or(Error::BadRequest("invalid host in the request target"))?;
             headers.insert(header::HOST, value);
         }
     }
@@ -423,13 +435,22 @@ fn valid_host(value: Bytes) -> bool {
         && http::uri::Authority::from_maybe_shared(value.clone()).is_ok()
 }
 
-/// `505` for a well-formed version we do not speak, `400` for garbage in its place.
+/// `505` for a well-formed request line with a version we do not speak, `400` for any
+/// other line (garbage in the version's place, or not three parts: `GET /a b HTTP/1.1`).
 fn version_error(head: &[u8]) -> Error {
     let line = request_line(head).map_or(&b""[..], |(_, line)| line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Error::BadRequest("invalid request line");
+    };
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+            if !method.is_empty()
+                && !target.is_empty()
+                && major.is_ascii_digit()
+                && minor.is_ascii_digit() =>
         {
             Error::UnsupportedVersion
         }
@@ -585,6 +606,24 @@ mod tests {
         assert_eq!(head.headers[header::HOST], "a.example");
         let head = parse("GET /x HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
         assert_eq!(head.headers[header::HOST], "b.example");
+    }
+
+    #[test]
+    fn rejects_an_absolute_form_target_with_an_invalid_host() {
+        for target in [
+            "http://:80/p",
+            "http://h:abc/p",
+            "http://h:-1/p",
+            "http://[1.2.3.4]/p",
+            "http://[zz]/p",
+            "http://[::1]x/p",
+        ] {
+            rejects(
+                &format!("GET {target} HTTP/1.1\r\nHost: good.example\r\n\r\n"),
+                400,
+            );
+            rejects(&format!("GET {target} HTTP/1.0\r\n\r\n"), 400);
+        }
     }
 
     #[test]
@@ -782,9 +821,51 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_request_line_is_400_whatever_its_version() {
+        rejects("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+        rejects("GET /  HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+        rejects("GET /a b HTTP/2.0\r\nHost: x\r\n\r\n", 400);
+    }
+
+    #[test]
     fn answers_414_for_a_long_request_line() {
         let target = "a".repeat(9000);
         rejects(&format!("GET /{target} HTTP/1.1\r\nHost: x\r\n\r\n"), 414);
+    }
+
+    #[test]
+    fn the_request_line_limit_is_the_same_for_crlf_and_a_bare_lf() {
+        // 4,094 bytes of request line, then one more.
+        let target = "a".repeat(4094 - "GET / HTTP/1.1".len());
+        for ending in ["\r\n", "\n"] {
+            let fits = format!("GET /{target} HTTP/1.1{ending}Host: x{ending}{ending}");
+            assert!(parse(&fits).is_ok(), "{ending:?}");
+            rejects(
+                &format!("GET /{target}a HTTP/1.1{ending}Host: x{ending}{ending}"),
+                414,
+            );
+        }
+    }
+
+    #[test]
+    fn the_field_limit_counts_trailing_whitespace_and_the_real_line_ending() {
+        let blanks = " ".repeat(9000);
+        rejects(
+            &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: v{blanks}\r\n\r\n"),
+            431,
+        );
+        // 8,190 bytes with a bare LF fit, as they do with CRLF.
+        let value = "v".repeat(8190 - "X-Big: \n".len());
+        assert!(parse(&format!("GET / HTTP/1.1\nHost: x\nX-Big: {value}\n\n")).is_ok());
+        let value = "v".repeat(8190 - "X-Big: \r\n".len());
+        assert!(parse(&format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {value}\r\n\r\n"
+        ))
+        .is_ok());
+        rejects(
+            &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {value}v\r\n\r\n"),
+            431,
+        );
     }
 
     #[test]
