@@ -19,8 +19,8 @@ pub(crate) trait Transport {
     fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
     /// Reads what is there now (`WouldBlock` if nothing).
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes what fits now, without waiting (event loop).
-    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes what fits now, without waiting.
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Whether the last read may have left bytes in the socket (it filled its buffer).
     fn maybe_readable(&self) -> bool {
         true
@@ -146,9 +146,9 @@ impl Transport for Socket {
         let _ = socket2::SockRef::from(&*self.tcp).set_linger(Some(Duration::ZERO));
     }
 
-    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.set_nonblocking()?;
-        (&*self.tcp).write(buf)
+        (&*self.tcp).write_vectored(bufs)
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -219,8 +219,8 @@ impl Transport for Memory {
         self.output.write_vectored(bufs)
     }
 
-    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.write(buf)
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.output.write_vectored(bufs)
     }
 
     fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {

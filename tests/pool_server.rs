@@ -461,6 +461,69 @@ fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
     assert_eq!(client.response().body.len(), 32 << 20);
 }
 
+/// A pool of one worker whose gateway answers `/big` with a whole 32 MiB body (far more
+/// than socket buffers take while a client reads nothing) and anything else with its path.
+fn serve_big(config: Config) -> Running {
+    let big = bytes::Bytes::from(vec![b'x'; 32 << 20]);
+    serve(config.workers(1), move |req: Request<'_>| {
+        if req.uri().path() == "/big" {
+            Response::new(Body::from(big.clone()))
+        } else {
+            target(req)
+        }
+    })
+}
+
+#[test]
+fn a_slow_reader_of_a_whole_answer_holds_no_worker() {
+    let pool = serve_big(config());
+    let mut slow = pool.connect();
+    slow.send(get("/big"));
+    wait_until("the answer waits on its client in the event loop", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.busy_workers == 0
+    });
+    // The one worker is free for others while the slow client reads nothing.
+    answered_promptly(&pool, "/fresh");
+    let reply = slow.response();
+    assert_eq!(reply.body.len(), 32 << 20);
+    assert!(reply.body.iter().all(|&b| b == b'x'));
+    // And the connection goes on as the worker left it: kept alive.
+    slow.send(get("/after"));
+    assert_eq!(slow.response().text(), "/after");
+}
+
+#[test]
+fn a_whole_answer_left_unread_is_dropped_after_the_write_timeout() {
+    let pool = serve_big(config().timeouts(Timeouts {
+        write: Duration::from_millis(300),
+        ..config().timeouts
+    }));
+    let mut slow = pool.connect();
+    slow.send(get("/big"));
+    wait_until("the loop drops the client that reads nothing", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.open_connections == 0
+    });
+    drop(slow);
+    answered_promptly(&pool, "/fresh");
+}
+
+#[test]
+fn shutdown_finishes_answers_still_being_written() {
+    let mut pool = serve_big(config());
+    let mut slow = pool.connect();
+    slow.send(get("/big"));
+    wait_until("the answer waits on its client in the event loop", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.busy_workers == 0
+    });
+    pool.handle.shutdown();
+    assert_eq!(slow.response().body.len(), 32 << 20);
+    slow.expect_closed();
+    pool.join().expect("serve returns Ok");
+}
+
 #[test]
 fn a_stuck_worker_found_while_replacements_ran_out_is_replaced_later() {
     let request = Duration::from_millis(300);

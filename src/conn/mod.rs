@@ -5,6 +5,7 @@
 //! on the connection's own thread; the pool's event loop reads heads without blocking
 //! ([`Conn::read_available`]) and hands connections with a complete head to a worker.
 
+mod behind;
 mod body;
 mod buffer;
 mod send;
@@ -85,6 +86,12 @@ pub(crate) struct Conn<T: Transport> {
     /// Writes to the client so far (flushes of `out` and large pieces), so that a response
     /// whose body fails can tell whether any of it has left.
     writes: u64,
+    /// Whether the end of a response the client is slow to take may be left to the event
+    /// loop (pool connections).
+    pub(crate) write_behind: bool,
+    /// Response bytes left to the event loop, and what follows once they are written.
+    unsent: behind::Unsent,
+    pub(crate) after_unsent: Next,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
     body: BodyState,
@@ -102,6 +109,9 @@ impl<T: Transport> Conn<T> {
             body_scan: None,
             head_started: None,
             writes: 0,
+            write_behind: false,
+            unsent: behind::Unsent::default(),
+            after_unsent: Next::Close,
             served: 0,
             peer,
             local,
@@ -442,7 +452,7 @@ impl<T: Transport> Conn<T> {
         // up to a bound: a client that pipelines many requests and reads nothing must not
         // make the server hold their answers in memory.
         let hold = pipelined && self.out.len() < MAX_HELD_OUTPUT;
-        if !hold && self.flush().is_err() {
+        if !hold && self.flush_or_leave().is_err() {
             return Next::Close;
         }
         sent.next
@@ -460,6 +470,10 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
+        }
+        if self.has_unsent() {
+            // Bytes wait for the event loop: these go behind them.
+            return self.flush_or_leave();
         }
         self.writes += 1;
         let result =
@@ -479,7 +493,7 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn write_error_now(&mut self, status: StatusCode) {
         self.out.clear();
         self.send_response(error_response(status), Version::HTTP_11, false, false, None);
-        let _ = self.io.write_now(&self.out);
+        let _ = self.io.write_now(&[io::IoSlice::new(&self.out)]);
         self.out.clear();
     }
 

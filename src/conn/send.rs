@@ -196,7 +196,11 @@ impl<T: Transport> Conn<T> {
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;
-                self.write_piece(&bytes, b"", false)?;
+                if self.write_behind && bytes.len() > COPY_LIMIT {
+                    self.send_or_leave(bytes).map_err(Abort::Io)?;
+                } else {
+                    self.write_piece(&bytes, b"", false)?;
+                }
                 Ok(n)
             }
             Kind::File(mut file, len) => {

@@ -1,6 +1,7 @@
 //! The pool's event loop: accepts, reads request heads without blocking, parks idle
-//! connections, enforces the idle and head timeouts, and queues ready connections for the
-//! workers.
+//! connections, writes the end of answers their clients are slow to take (write-behind,
+//! see `conn::behind`), enforces the idle, head and write timeouts, and queues ready
+//! connections for the workers.
 //!
 //! The loop has no thread of its own: it is a state behind a lock, and an idle worker takes
 //! a turn at it (leader/follower). The worker that polled serves what it found itself, so on
@@ -219,7 +220,11 @@ impl Loop {
                 Ok((tcp, peer)) => {
                     let local = tcp.local_addr().ok();
                     match Socket::new(tcp, true, self.shared.config.timeouts.write) {
-                        Ok(socket) => self.insert(Box::new(Conn::new(socket, Some(peer), local))),
+                        Ok(socket) => {
+                            let mut conn = Box::new(Conn::new(socket, Some(peer), local));
+                            conn.write_behind = true;
+                            self.insert(conn)
+                        }
                         Err(e) => tracing::debug!(error = %e, "cannot set up an accepted socket"),
                     }
                 }
@@ -307,6 +312,10 @@ impl Loop {
     /// edge comes once: a request read with it must not be followed by a wait for more).
     fn readable(&mut self, token: usize, ended: bool) {
         match self.slots.get(token) {
+            // Its answer is still going out: nothing is read before that is done.
+            Some(Slot::Live {
+                conn: Some(conn), ..
+            }) if conn.has_unsent() => self.write_unsent(token),
             Some(Slot::Live { conn: Some(_), .. }) => self.read(token, ended),
             Some(Slot::Live {
                 conn: None,
@@ -411,10 +420,28 @@ impl Loop {
 
     fn take_back_once(&mut self) {
         loop {
-            let Done { token, conn, next } = match self.done.try_recv() {
+            let Done {
+                token,
+                mut conn,
+                next,
+            } = match self.done.try_recv() {
                 Ok(done) => done,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             };
+            if conn.has_unsent() {
+                // The client is slow to take its answer: the loop writes the rest as the
+                // socket makes room, and then goes on as the worker decided.
+                conn.after_unsent = next;
+                if let Slot::Live { readiness, .. } = &self.slots[token] {
+                    readiness.store(false, SeqCst);
+                }
+                if self.interest(token, &conn, Interest::READABLE | Interest::WRITABLE) {
+                    self.put_back(token, conn);
+                } else {
+                    self.close(token, conn, false);
+                }
+                continue;
+            }
             let readable = match &self.slots[token] {
                 Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
                 Slot::Vacant { .. } => false,
@@ -435,10 +462,69 @@ impl Loop {
         }
     }
 
+    /// Writes what a connection's answer still has unsent; once it is all out, the
+    /// connection goes on as its worker decided.
+    fn write_unsent(&mut self, token: usize) {
+        let Some(mut conn) = self.take(token) else {
+            return;
+        };
+        match conn.write_unsent_now() {
+            Ok((false, progressed)) => {
+                if progressed {
+                    self.put_back(token, conn);
+                } else {
+                    self.return_untouched(token, conn);
+                }
+            }
+            Ok((true, _)) if !self.interest(token, &conn, Interest::READABLE) => {
+                self.close(token, conn, false)
+            }
+            Ok((true, _)) => match conn.after_unsent {
+                Next::KeepAlive if !self.shared.is_shutting_down() => {
+                    self.park(token, conn);
+                    // The next request may have arrived meanwhile.
+                    self.read(token, false);
+                }
+                Next::KeepAlive | Next::Close => self.close(token, conn, false),
+                Next::Linger => self.close(token, conn, true),
+            },
+            Err(_) => self.close(token, conn, false),
+        }
+    }
+
+    /// Changes what the loop waits for on a connection; false if it cannot.
+    fn interest(&self, token: usize, conn: &Conn<Socket>, interest: Interest) -> bool {
+        let fd = conn.io.tcp.as_raw_fd();
+        let registry = self.poll.registry();
+        registry
+            .reregister(&mut SourceFd(&fd), Token(token), interest)
+            .map_err(|e| tracing::debug!(error = %e, "cannot change a connection's interest"))
+            .is_ok()
+    }
+
+    /// Parks a connection whose answer waits to be written; its write timeout starts now.
+    fn put_back(&mut self, token: usize, conn: Box<Conn<Socket>>) {
+        if let Slot::Live {
+            conn: slot, since, ..
+        } = &mut self.slots[token]
+        {
+            *slot = Some(conn);
+            *since = Instant::now();
+        }
+    }
+
+    /// Parks a connection again without touching its timer (nothing moved).
+    fn return_untouched(&mut self, token: usize, conn: Box<Conn<Socket>>) {
+        if let Slot::Live { conn: slot, .. } = &mut self.slots[token] {
+            *slot = Some(conn);
+        }
+    }
+
     /// Closes connections past their idle or head timeout.
     fn tick(&mut self, now: Instant) {
         let timeouts = &self.shared.config.timeouts;
-        let (idle, head, body) = (timeouts.idle, timeouts.head, timeouts.body);
+        let (idle, head, body, write) =
+            (timeouts.idle, timeouts.head, timeouts.body, timeouts.write);
         let mut expired = Vec::new();
         for (token, slot) in self.slots.iter().enumerate() {
             if let Slot::Live {
@@ -450,6 +536,8 @@ impl Loop {
                 // A small body the loop waits for may pause up to the body timeout between
                 // reads (each read parks the connection anew).
                 let deadline = match conn.head_started {
+                    // An answer waiting on its client: since the last byte it took.
+                    _ if conn.has_unsent() => *since + write,
                     Some(_) if conn.awaiting_body() => *since + body,
                     Some(started) => started + head,
                     None => *since + idle,
@@ -463,8 +551,9 @@ impl Loop {
             let Some(mut conn) = self.take(token) else {
                 continue;
             };
-            let answered =
-                conn.head_started.is_some() && conn.abandon_now(StatusCode::REQUEST_TIMEOUT);
+            let answered = conn.head_started.is_some()
+                && !conn.has_unsent()
+                && conn.abandon_now(StatusCode::REQUEST_TIMEOUT);
             if answered {
                 tracing::debug!(peer = ?conn.peer(), "request timed out; answered 408");
             }
@@ -489,7 +578,10 @@ impl Loop {
             if let Some(conn) = self.take(token) {
                 // A request whose head is in and whose small body is still arriving is in
                 // flight: a worker serves it (and the rest of its body) like the others.
-                if conn.awaiting_body() {
+                // An answer still being written is in flight too.
+                if conn.has_unsent() {
+                    self.return_untouched(token, conn);
+                } else if conn.awaiting_body() {
                     self.dispatch(token, conn, false);
                 } else {
                     self.close(token, conn, false);
@@ -499,7 +591,21 @@ impl Loop {
         self.take_back();
         self.jobs.notify();
         while self.open > 0 && Instant::now() < deadline {
-            let _ = self.poll.poll(&mut self.events, Some(TICK));
+            let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            let _ = self.poll.poll(&mut events, Some(TICK));
+            // Only answers still being written need the events now.
+            for event in events.iter() {
+                let token = event.token().0;
+                if let Some(Slot::Live {
+                    conn: Some(conn), ..
+                }) = self.slots.get(token)
+                {
+                    if conn.has_unsent() {
+                        self.write_unsent(token);
+                    }
+                }
+            }
+            self.events = events;
             self.take_back();
             self.jobs.notify();
             supervise();

@@ -223,19 +223,21 @@ impl<G: Gateway> Workers<G> {
         stats.active.fetch_add(1, Relaxed);
         let next = loop {
             let next = conn.serve(ctx);
-            // A pipelined request is served here, without a round trip through the loop.
-            if next != Next::KeepAlive || !conn.next_pipelined(&self.shared) {
+            // A pipelined request is served here, without a round trip through the loop,
+            // unless the client is slow to take the answers (they wait in the loop).
+            if next != Next::KeepAlive || conn.has_unsent() || !conn.next_pipelined(&self.shared) {
                 break next;
             }
         };
         // Answers held back to go out with the next one leave before the connection does
         // (the next request may wait in the loop for its body).
-        let next = match conn.flush() {
+        let next = match conn.flush_or_leave() {
             Ok(()) => next,
             Err(_) => Next::Close,
         };
-        // Bytes the loop will not hear of (no new readiness event) need it woken.
-        let more = conn.may_have_more();
+        // Bytes the loop will not hear of (no new readiness event), or answers it must
+        // write, need it woken.
+        let more = conn.may_have_more() || conn.has_unsent();
         busy.end();
         stats.active.fetch_sub(1, Relaxed);
         if self.done.send(Done { token, conn, next }).is_err() {

@@ -1,0 +1,117 @@
+//! Write-behind: on a pool connection, the end of a response that the client is slow to
+//! take is left to the event loop, so a slow reader holds no worker. Only bytes already in
+//! memory wait this way (the output buffer, a whole body); a streamed body is the
+//! gateway's code, so a worker sends it to the end.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::Bytes;
+
+use super::Conn;
+use crate::transport::{write_all_wait, Transport};
+
+/// Response bytes accepted for the client that its socket did not take yet.
+#[derive(Debug, Default)]
+pub(crate) struct Unsent {
+    pieces: VecDeque<Bytes>,
+}
+
+impl Unsent {
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.pieces.push_back(piece);
+        }
+    }
+}
+
+impl<T: Transport> Conn<T> {
+    /// Whether response bytes wait for the event loop to write them.
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.unsent.pieces.is_empty()
+    }
+
+    /// Sends the output buffer at the end of a response (see [`Conn::send_or_leave`]).
+    pub(crate) fn flush_or_leave(&mut self) -> io::Result<()> {
+        self.send_or_leave(Bytes::new())
+    }
+
+    /// Sends the output buffer and then `body`. A connection that may write behind sends
+    /// what its socket takes now and leaves the rest for the event loop; any other waits
+    /// for its client (up to the write timeout), as [`Conn::flush`] does.
+    pub(crate) fn send_or_leave(&mut self, body: Bytes) -> io::Result<()> {
+        if self.has_unsent() {
+            // Behind already: the order of the bytes is kept.
+            let out = Bytes::from(std::mem::take(&mut self.out));
+            self.unsent.push(out);
+            self.unsent.push(body);
+            return Ok(());
+        }
+        if self.out.is_empty() && body.is_empty() {
+            return Ok(());
+        }
+        self.writes += 1;
+        if !self.write_behind {
+            let result = write_all_wait(
+                &mut self.io,
+                &mut [IoSlice::new(&self.out), IoSlice::new(&body)],
+            );
+            self.out.clear();
+            return result;
+        }
+        let written = match self
+            .io
+            .write_now(&[IoSlice::new(&self.out), IoSlice::new(&body)])
+        {
+            Ok(0) => {
+                self.out.clear();
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                0
+            }
+            Err(e) => {
+                self.out.clear();
+                return Err(e);
+            }
+        };
+        if written < self.out.len() {
+            self.unsent
+                .push(Bytes::copy_from_slice(&self.out[written..]));
+            self.unsent.push(body);
+        } else if written < self.out.len() + body.len() {
+            self.unsent.push(body.slice(written - self.out.len()..));
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Writes what waits, as far as the socket takes it now (event loop). Returns whether
+    /// everything is written, and whether any byte was.
+    pub(crate) fn write_unsent_now(&mut self) -> io::Result<(bool, bool)> {
+        let mut progressed = false;
+        while let Some(piece) = self.unsent.pieces.front_mut() {
+            match self.io.write_now(&[IoSlice::new(piece)]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    progressed = true;
+                    if n == piece.len() {
+                        self.unsent.pieces.pop_front();
+                    } else {
+                        *piece = piece.slice(n..);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, progressed)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((true, progressed))
+    }
+}
