@@ -311,8 +311,9 @@ struct Facts {
     last_chunked: bool,
     close: bool,
     keep_alive: bool,
-    expects: usize,
     expect_100: bool,
+    /// An expectation other than `100-continue`, which no server here can meet.
+    expect_other: bool,
     content_types: usize,
 }
 
@@ -357,8 +358,14 @@ impl Facts {
                 self.keep_alive |= item.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name == header::EXPECT {
-            self.expects += 1;
-            self.expect_100 = trim_ows(bytes).eq_ignore_ascii_case(b"100-continue");
+            // A list (RFC 9110 §10.1.1): empty elements are ignored (§5.6.1).
+            for item in bytes.split(|&b| b == b',').map(trim_ows) {
+                match item {
+                    b"" => {}
+                    _ if item.eq_ignore_ascii_case(b"100-continue") => self.expect_100 = true,
+                    _ => self.expect_other = true,
+                }
+            }
         } else if name == header::CONTENT_TYPE {
             self.content_types += 1;
         }
@@ -403,11 +410,11 @@ impl Facts {
     }
 
     fn expect_continue(&self, version: Version) -> Result<bool, Error> {
-        match self.expects {
-            0 => Ok(false),
+        match (self.expect_other, self.expect_100) {
+            (true, _) => Err(Error::ExpectationFailed),
             // An HTTP/1.0 client cannot understand 100 Continue (RFC 9110 §10.1.1).
-            1 if self.expect_100 => Ok(version == Version::HTTP_11),
-            _ => Err(Error::ExpectationFailed),
+            (false, true) => Ok(version == Version::HTTP_11),
+            (false, false) => Ok(false),
         }
     }
 }
@@ -896,6 +903,23 @@ mod tests {
                 .unwrap();
         assert!(head.expect_continue);
         rejects("PUT / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", 417);
+        rejects(
+            "PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, teapot\r\n\r\n",
+            417,
+        );
+        // A list: empty elements are ignored, and an empty list expects nothing.
+        for expect in [
+            "100-continue,",
+            ", 100-continue",
+            "100-continue\r\nExpect: 100-continue",
+        ] {
+            let raw = format!(
+                "PUT / HTTP/1.1\r\nHost: x\r\nExpect: {expect}\r\nContent-Length: 1\r\n\r\n"
+            );
+            assert!(parse(&raw).unwrap().expect_continue, "{expect:?}");
+        }
+        let raw = "PUT / HTTP/1.1\r\nHost: x\r\nExpect: \r\nContent-Length: 1\r\n\r\n";
+        assert!(!parse(raw).unwrap().expect_continue);
     }
 
     #[test]
