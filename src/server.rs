@@ -20,7 +20,8 @@ use crate::Config;
 pub struct Stats {
     /// Connections open now.
     pub open_connections: usize,
-    /// Open connections waiting between requests (keep-alive) or for their head.
+    /// Open connections that no gateway is serving: waiting between requests (keep-alive),
+    /// for their head, or (pool) for the client to take the end of an answer.
     pub idle_connections: usize,
     /// Open connections whose request a gateway is serving now.
     pub active_connections: usize,

@@ -525,6 +525,66 @@ fn shutdown_finishes_answers_still_being_written() {
 }
 
 #[test]
+fn shutdown_serves_a_request_read_behind_an_answer_still_being_written() {
+    let mut pool = serve_big(config());
+    let mut slow = pool.connect();
+    slow.send(format!("{}{}", get("/big"), get("/next")));
+    wait_until("the answer waits on its client in the event loop", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.busy_workers == 0
+    });
+    pool.handle.shutdown();
+    assert_eq!(slow.response().body.len(), 32 << 20);
+    let reply = slow.response();
+    assert_eq!(reply.text(), "/next");
+    assert!(reply.closes(), "{reply:?}");
+    slow.expect_closed();
+    pool.join().expect("serve returns Ok");
+}
+
+#[test]
+fn shutdown_keeps_the_write_timeout_of_answers_being_written() {
+    let shutdown = Duration::from_secs(8);
+    let mut pool = serve_big(config().timeouts(Timeouts {
+        write: Duration::from_millis(300),
+        shutdown,
+        ..config().timeouts
+    }));
+    let mut slow = pool.connect();
+    slow.send(get("/big"));
+    wait_until("the answer waits on its client in the event loop", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.busy_workers == 0
+    });
+    let started = Instant::now();
+    pool.handle.shutdown();
+    pool.join().expect("serve returns Ok");
+    // A client that reads nothing is dropped at its write timeout, not at the deadline.
+    assert!(
+        started.elapsed() < shutdown / 2,
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+}
+
+#[test]
+fn an_answer_written_behind_survives_bytes_sent_after_it() {
+    let pool = serve_big(config());
+    let mut slow = pool.connect();
+    slow.send("GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    wait_until("the answer waits on its client in the event loop", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.busy_workers == 0
+    });
+    // Nobody reads these: closing on them with a reset would destroy the answer's end.
+    slow.send(get("/unread"));
+    let reply = slow.response();
+    assert_eq!(reply.body.len(), 32 << 20);
+    assert!(reply.closes(), "{reply:?}");
+}
+
+#[test]
 fn a_stuck_worker_found_while_replacements_ran_out_is_replaced_later() {
     let request = Duration::from_millis(300);
     let (first, second) = (Gate::new(), Gate::new());

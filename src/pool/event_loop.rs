@@ -446,8 +446,14 @@ impl Loop {
                 Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
                 Slot::Vacant { .. } => false,
             };
+            // Bytes the client sent that nobody will read: a plain close would answer them
+            // with a reset, which can destroy the end of the answer still in the socket's
+            // send buffer, so the connection lingers instead.
+            let unread = readable || conn.may_have_more();
             match next {
-                Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, false),
+                Next::KeepAlive if self.shared.is_shutting_down() => {
+                    self.close(token, conn, unread)
+                }
                 Next::KeepAlive => {
                     let maybe_more = readable || conn.may_have_more();
                     self.park(token, conn);
@@ -456,7 +462,7 @@ impl Loop {
                         self.read(token, false);
                     }
                 }
-                Next::Close => self.close(token, conn, false),
+                Next::Close => self.close(token, conn, unread),
                 Next::Linger => self.close(token, conn, true),
             }
         }
@@ -479,14 +485,17 @@ impl Loop {
             Ok((true, _)) if !self.interest(token, &conn, Interest::READABLE) => {
                 self.close(token, conn, false)
             }
-            Ok((true, _)) => match conn.after_unsent {
-                Next::KeepAlive if !self.shared.is_shutting_down() => {
+            Ok((true, _)) => match (conn.after_unsent, conn.head(&self.shared)) {
+                (Next::KeepAlive, _) if !self.shared.is_shutting_down() => {
                     self.park(token, conn);
                     // The next request may have arrived meanwhile.
                     self.read(token, false);
                 }
-                Next::KeepAlive | Next::Close => self.close(token, conn, false),
-                Next::Linger => self.close(token, conn, true),
+                // In a shutdown, a request already read is served, as the last one.
+                (Next::KeepAlive, Head::Ready) => self.dispatch(token, conn, false),
+                // The client may have sent bytes meanwhile (not read while the answer went
+                // out): lingering keeps a reset from destroying the answer's last bytes.
+                _ => self.close(token, conn, true),
             },
             Err(_) => self.close(token, conn, false),
         }
@@ -609,6 +618,12 @@ impl Loop {
             self.take_back();
             self.jobs.notify();
             supervise();
+            // Answers still being written keep their write timeout.
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.tick(now);
+                self.next_tick = now + TICK;
+            }
         }
         if self.open > 0 {
             tracing::warn!(
