@@ -89,6 +89,14 @@ fn answered_promptly(pool: &Running, path: &str) {
     );
 }
 
+/// Two workers, and a request timeout as short as the test needs.
+fn two_workers_with_request_timeout(request: Duration) -> Config {
+    config().workers(2).timeouts(Timeouts {
+        request,
+        ..config().timeouts
+    })
+}
+
 /// Opens `n` connections that each send `partial(i)`, a request that never completes, and
 /// checks that the event loop holds them all (no worker busy, nothing queued) while `fresh`
 /// other requests are answered promptly.
@@ -351,21 +359,15 @@ fn a_panicking_gateway_leaves_the_worker_alive() {
 fn a_stuck_gateway_is_replaced_and_capacity_kept() {
     let request = Duration::from_millis(300);
     let gate = Gate::new();
-    let pool = serve(
-        config().workers(2).timeouts(Timeouts {
-            request,
-            ..config().timeouts
-        }),
-        {
-            let gate = gate.clone();
-            move |req: Request<'_>| {
-                if req.uri().path() == "/stuck" {
-                    gate.pass();
-                }
-                target(req)
+    let pool = serve(two_workers_with_request_timeout(request), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() == "/stuck" {
+                gate.pass();
             }
-        },
-    );
+            target(req)
+        }
+    });
     let mut stuck: Vec<_> = (0..2).map(|_| pool.connect()).collect();
     for client in &mut stuck {
         client.send(get("/stuck"));
@@ -403,24 +405,18 @@ fn a_stuck_gateway_is_replaced_and_capacity_kept() {
 fn a_body_piece_that_runs_past_the_request_timeout_is_reported_stuck() {
     let request = Duration::from_millis(300);
     let gate = Gate::new();
-    let pool = serve(
-        config().workers(2).timeouts(Timeouts {
-            request,
-            ..config().timeouts
-        }),
-        {
+    let pool = serve(two_workers_with_request_timeout(request), {
+        let gate = gate.clone();
+        move |_req: Request<'_>| {
             let gate = gate.clone();
-            move |_req: Request<'_>| {
-                let gate = gate.clone();
-                Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
-                    if piece == "b" {
-                        gate.pass();
-                    }
-                    Ok(piece.into())
-                })))
-            }
-        },
-    );
+            Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
+                if piece == "b" {
+                    gate.pass();
+                }
+                Ok(piece.into())
+            })))
+        }
+    });
     let mut client = pool.connect();
     client.send(get("/stream"));
     // Making a body's piece is the gateway's code as much as its call is.
@@ -435,10 +431,7 @@ fn a_body_piece_that_runs_past_the_request_timeout_is_reported_stuck() {
 fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
     let request = Duration::from_millis(200);
     let pool = serve(
-        config().workers(2).timeouts(Timeouts {
-            request,
-            ..config().timeouts
-        }),
+        two_workers_with_request_timeout(request),
         |_req: Request<'_>| {
             // 32 MiB: far more than the socket buffers take while the client reads nothing.
             let piece = bytes::Bytes::from(vec![b'x'; 1 << 20]);
@@ -474,15 +467,20 @@ fn serve_big(config: Config) -> Running {
     })
 }
 
+/// Waits until the one request served has left its worker, its answer still going out.
+fn wait_until_written_behind(pool: &Running) {
+    wait_until("the answer waits on its client in the event loop", || {
+        let stats = pool.handle.stats();
+        stats.requests_served == 1 && stats.busy_workers == 0
+    });
+}
+
 #[test]
 fn a_slow_reader_of_a_whole_answer_holds_no_worker() {
     let pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send(get("/big"));
-    wait_until("the answer waits on its client in the event loop", || {
-        let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.busy_workers == 0
-    });
+    wait_until_written_behind(&pool);
     // The one worker is free for others while the slow client reads nothing.
     answered_promptly(&pool, "/fresh");
     let reply = slow.response();
@@ -514,10 +512,7 @@ fn shutdown_finishes_answers_still_being_written() {
     let mut pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send(get("/big"));
-    wait_until("the answer waits on its client in the event loop", || {
-        let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.busy_workers == 0
-    });
+    wait_until_written_behind(&pool);
     pool.handle.shutdown();
     assert_eq!(slow.response().body.len(), 32 << 20);
     slow.expect_closed();
@@ -529,10 +524,7 @@ fn shutdown_serves_a_request_read_behind_an_answer_still_being_written() {
     let mut pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send(format!("{}{}", get("/big"), get("/next")));
-    wait_until("the answer waits on its client in the event loop", || {
-        let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.busy_workers == 0
-    });
+    wait_until_written_behind(&pool);
     pool.handle.shutdown();
     assert_eq!(slow.response().body.len(), 32 << 20);
     let reply = slow.response();
@@ -552,10 +544,7 @@ fn shutdown_keeps_the_write_timeout_of_answers_being_written() {
     }));
     let mut slow = pool.connect();
     slow.send(get("/big"));
-    wait_until("the answer waits on its client in the event loop", || {
-        let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.busy_workers == 0
-    });
+    wait_until_written_behind(&pool);
     let started = Instant::now();
     pool.handle.shutdown();
     pool.join().expect("serve returns Ok");
@@ -573,10 +562,7 @@ fn an_answer_written_behind_survives_bytes_sent_after_it() {
     let pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send("GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    wait_until("the answer waits on its client in the event loop", || {
-        let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.busy_workers == 0
-    });
+    wait_until_written_behind(&pool);
     // Nobody reads these: closing on them with a reset would destroy the answer's end.
     slow.send(get("/unread"));
     let reply = slow.response();
