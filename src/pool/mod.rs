@@ -5,7 +5,9 @@
 //! keep-alive ones, and ones whose request head is still arriving. A connection reaches a
 //! worker only with a complete head, so idle and slow clients (slowloris) never hold a
 //! worker. After a response the worker goes straight on to a pipelined request already
-//! buffered; otherwise the connection returns to the loop.
+//! buffered; otherwise the connection returns to the loop. An answer whose bytes are all in
+//! memory and that the client is slow to take is finished by the loop too (write-behind),
+//! so slow readers hold no worker either.
 //!
 //! The loop has no thread of its own (leader/follower): an idle worker polls it and serves
 //! the requests it found, so on a busy core a request is read, served and answered by one
