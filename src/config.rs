@@ -134,7 +134,7 @@ pub struct Config {
     /// Largest number of requests served on one connection before it is closed; `None` for
     /// no limit (the default).
     pub max_requests_per_connection: Option<u64>,
-    /// The mount prefix reported to gateways (WSGI's `SCRIPT_NAME`). Default empty.
+    /// The mount prefix (WSGI's `SCRIPT_NAME`), see [`Config::mount`]. Default empty.
     pub script_name: Arc<str>,
     /// The server name reported to gateways (WSGI's `SERVER_NAME`); `None` uses the local IP.
     pub server_name: Option<Arc<str>>,
@@ -201,9 +201,30 @@ impl Config {
         self.limits.max_body = n;
         self
     }
-    /// Sets the mount prefix (WSGI's `SCRIPT_NAME`).
+    /// Sets the mount prefix (WSGI's `SCRIPT_NAME`): gateways see it as
+    /// [`Environ::script_name`](crate::Environ), and a request path that starts with it has
+    /// it taken off, so that prefix and path together are the path as sent. A path that does
+    /// not start with it is passed on as it is (a proxy in front may strip the prefix
+    /// itself). To answer `404` outside the prefix instead, wrap the gateway in
+    /// [`Mount`](crate::middleware::Mount).
+    ///
+    /// ```
+    /// use sgi::{Body, Config, Request, RequestExt, Response, TestClient};
+    ///
+    /// let app = |req: Request<'_>| {
+    ///     Response::new(Body::from(format!("{} {}", req.environ().script_name, req.uri())))
+    /// };
+    /// let client = TestClient::with_config(app, Config::default().mount("/api/"));
+    /// assert_eq!(client.get("/api/users?x=1").send().body(), "/api /users?x=1");
+    /// assert_eq!(client.get("/users").send().body(), "/api /users");
+    /// ```
     pub fn mount(mut self, prefix: &str) -> Self {
         self.script_name = Arc::from(prefix.trim_end_matches('/'));
+        self
+    }
+    /// Sets the server name reported to gateways (WSGI's `SERVER_NAME`).
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(Arc::from(name));
         self
     }
     /// Sets the listen backlog.

@@ -42,6 +42,9 @@
 // `unsafe` appears once: the two scheduler system calls in `pool/sched.rs`.
 #![deny(unsafe_code)]
 
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) streamed bodies are made of.
+pub use bytes;
+/// The `http` crate, whose request, response, header and status types sgi uses as they are.
 pub use http;
 
 // The README's examples are compiled and run as doc tests.

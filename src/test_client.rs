@@ -191,7 +191,9 @@ impl TestRequest<'_> {
     /// Sends the request through the connection core and returns the response.
     ///
     /// # Panics
-    /// If the server's output is not one well-formed response (a bug worth a panic in a test).
+    /// If the server's output is not one well-formed response (a bug worth a panic in a
+    /// test). A body cut short (a body that failed after its head was sent: the server
+    /// then ends the connection) is not malformed: see [`TestResponse::is_complete`].
     pub fn send(self) -> TestResponse {
         let has = |name: &str| {
             self.headers
@@ -227,6 +229,7 @@ pub struct TestResponse {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    complete: bool,
 }
 
 impl TestResponse {
@@ -248,6 +251,25 @@ impl TestResponse {
     /// The body as (lossy) UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the body arrived whole. False when the connection ended before the body
+    /// did, as when a body fails after its head was sent: a real client sees such a body
+    /// cut short (and `body` holds what came before the cut).
+    ///
+    /// ```
+    /// use sgi::{Body, Request, Response, TestClient};
+    ///
+    /// let client = TestClient::new(|_req: Request<'_>| {
+    ///     let pieces = vec![Ok("partial".into()), Err(std::io::Error::other("the database went away"))];
+    ///     Response::new(Body::from_iter(pieces))
+    /// });
+    /// let res = client.get("/").send();
+    /// assert_eq!(res.status(), 200);
+    /// assert_eq!((res.text().as_str(), res.is_complete()), ("partial", false));
+    /// ```
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// Parses one response (skipping interim 1xx ones) from raw bytes.
@@ -275,8 +297,8 @@ impl TestResponse {
             let no_body = head_request
                 || status == StatusCode::NO_CONTENT
                 || status == StatusCode::NOT_MODIFIED;
-            let body = if no_body {
-                Bytes::new()
+            let (body, complete) = if no_body {
+                (Bytes::new(), true)
             } else if headers
                 .get("transfer-encoding")
                 .is_some_and(|v| v == "chunked")
@@ -284,20 +306,23 @@ impl TestResponse {
                 dechunk(rest)?
             } else if let Some(len) = headers.get("content-length") {
                 let len: usize = len.to_str().ok()?.parse().ok()?;
-                Bytes::copy_from_slice(rest.get(..len)?)
+                let got = rest.len().min(len);
+                (Bytes::copy_from_slice(&rest[..got]), got == len)
             } else {
-                Bytes::copy_from_slice(rest)
+                (Bytes::copy_from_slice(rest), true)
             };
             return Some(TestResponse {
                 status,
                 headers,
                 body,
+                complete,
             });
         }
     }
 }
 
-fn dechunk(mut raw: &[u8]) -> Option<Bytes> {
+/// The de-chunked body and whether it ended (`None` if its framing is broken).
+fn dechunk(mut raw: &[u8]) -> Option<(Bytes, bool)> {
     let limits = crate::Limits::default();
     let mut dec = ChunkedDecoder::new();
     let mut out = Vec::new();
@@ -309,8 +334,8 @@ fn dechunk(mut raw: &[u8]) -> Option<Bytes> {
                 dec.consume(n);
                 raw = &raw[n..];
             }
-            Step::Done(_) => return Some(out.into()),
-            Step::NeedMore => return None,
+            Step::Done(_) => return Some((out.into(), true)),
+            Step::NeedMore => return Some((out.into(), false)),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sgi::{Body, Config, Handle, Request, Response, Timeouts};
+use sgi::{Body, Config, Handle, Request, RequestExt, Response, Timeouts};
 use support::{agent, config, environ, response, start, target, wait_until, Backend, Gate};
 
 on_every_backend!(
@@ -108,12 +108,21 @@ fn environ_reports_the_peer_and_local_addresses(backend: Backend) {
 }
 
 fn environ_reports_the_mount_as_script_name(backend: Backend) {
-    let server = start(backend, config().mount("/api/"), environ);
-    let res = response(agent().get(&server.url("/api/users")).call());
-    assert_eq!(
-        json(res.into_string().unwrap().as_bytes())["script_name"],
-        "/api"
-    );
+    let server = start(backend, config().mount("/api/"), |req: Request<'_>| {
+        let script_name = req.environ().script_name.to_string();
+        Response::new(Body::from(format!("{script_name} {}", req.uri())))
+    });
+    // Prefix and path together are the path as sent (WSGI's SCRIPT_NAME and PATH_INFO).
+    for (sent, seen) in [
+        ("/api/users?x=1", "/api /users?x=1"),
+        ("/api", "/api /"),
+        // Not under the prefix (a proxy in front stripped it): passed on as it is.
+        ("/users", "/api /users"),
+        ("/apiary", "/api /apiary"),
+    ] {
+        let res = response(agent().get(&server.url(sent)).call());
+        assert_eq!(res.into_string().unwrap(), seen, "{sent}");
+    }
 }
 
 fn environ_reports_server_name_and_port(backend: Backend) {

@@ -285,7 +285,7 @@ fn no_hop_by_hop_headers() {
         let app = gateway_fn(move |_req| {
             sgi::http::Response::builder()
                 .header(CONTENT_TYPE, "text/plain")
-                .header(name, "close")
+                .header(name, "keep-alive")
                 .body(hello())
                 .unwrap()
         });
@@ -298,6 +298,33 @@ fn no_hop_by_hop_headers() {
             Ok(_) => panic!("{name} passed"),
         }
     }
+}
+
+#[test]
+fn connection_close_is_how_an_app_asks_for_a_close() {
+    let app = gateway_fn(|_req| {
+        sgi::http::Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .header(sgi::http::header::CONNECTION, "close")
+            .body(hello())
+            .unwrap()
+    });
+    let client = TestClient::new(Validate::new(app));
+    let res = client.get("/").send();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["connection"], "close");
+}
+
+#[test]
+fn mounts_own_404_passes_validation() {
+    let hello_app = gateway_fn(|_req| {
+        sgi::http::Response::builder()
+            .header(CONTENT_TYPE, "text/plain")
+            .body(hello())
+            .unwrap()
+    });
+    let app = Validate::new(Mount::new("/api", hello_app));
+    assert_eq!(TestClient::new(app).get("/elsewhere").send().status(), 404);
 }
 
 #[test]

@@ -330,7 +330,7 @@ impl<T: Transport> Conn<T> {
         self.buf.consume(head.len);
         let RequestHead {
             method,
-            uri,
+            mut uri,
             version,
             headers,
             framing,
@@ -344,6 +344,11 @@ impl<T: Transport> Conn<T> {
             }
         }
         self.body = BodyState::new(framing, expect_continue);
+        if !config.script_name.is_empty() {
+            if let Some(under) = crate::middleware::under_prefix(&uri, &config.script_name) {
+                uri = under;
+            }
+        }
         let environ = Environ {
             peer_addr: self.peer,
             local_addr: self.local,

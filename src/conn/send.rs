@@ -9,7 +9,9 @@ use http::{StatusCode, Version};
 
 use super::{error_response, Conn, Next};
 use crate::body::Kind;
-use crate::http1::{is_hop_by_hop, plan_response, write_response_head, BodyFraming};
+use crate::http1::{
+    is_hop_by_hop, only_asks_to_close, plan_response, write_response_head, BodyFraming,
+};
 use crate::pool::Busy;
 use crate::transport::{write_all_wait, Transport};
 use crate::Response;
@@ -349,7 +351,7 @@ fn warn_on_server_owned_fields(headers: &http::HeaderMap) {
         if !is_hop_by_hop(name) {
             continue;
         }
-        if name == http::header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
+        if only_asks_to_close(name, value) {
             continue; // honoured, not dropped
         }
         tracing::warn!(field = %name, ?value, "gateway set a hop-by-hop field; the server drops it");

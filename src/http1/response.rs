@@ -126,6 +126,17 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
+/// `Connection: close` from a gateway: how it asks the server to close the connection
+/// after this answer (the one hop-by-hop field a gateway may set; the server writes its own).
+pub(crate) fn only_asks_to_close(name: &HeaderName, value: &http::HeaderValue) -> bool {
+    name == header::CONNECTION
+        && value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(super::head::trim_ows)
+            .all(|t| t.eq_ignore_ascii_case(b"close"))
+}
+
 /// Header fields the server owns: hop-by-hop fields and framing.
 fn server_owned(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || is_hop_by_hop(name)

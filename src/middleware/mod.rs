@@ -33,5 +33,6 @@
 mod mount;
 mod validate;
 
+pub(crate) use mount::under_prefix;
 pub use mount::Mount;
 pub use validate::Validate;

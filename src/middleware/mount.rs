@@ -37,19 +37,24 @@ impl<G: Gateway> Mount<G> {
     }
 }
 
+/// `uri` with `prefix` taken off the front of its path (at a segment boundary; `/api`
+/// takes `/api/x` to `/x` and `/api` to `/`), or `None` if the path is not under it.
+pub(crate) fn under_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
+    let rest = match uri.path().strip_prefix(prefix) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => return None,
+    };
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let target = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    target.parse().ok()
+}
+
 impl<G: Gateway> Gateway for Mount<G> {
     fn call(&self, mut req: Request<'_>) -> Response {
-        let path = req.uri().path();
-        let rest = match path.strip_prefix(&*self.prefix) {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-            _ => return not_found(),
-        };
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let new_target = match req.uri().query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
-        };
-        let Ok(uri) = new_target.parse::<Uri>() else {
+        let Some(uri) = under_prefix(req.uri(), &self.prefix) else {
             return not_found();
         };
         *req.uri_mut() = uri;
@@ -63,5 +68,9 @@ impl<G: Gateway> Gateway for Mount<G> {
 fn not_found() -> Response {
     let mut res = Response::new(Body::from("404 Not Found\n"));
     *res.status_mut() = StatusCode::NOT_FOUND;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }
