@@ -54,6 +54,32 @@ pub struct Environ {
     pub request_index: u64,
 }
 
+/// The facts the [`TestClient`](crate::TestClient) reports, to build requests for unit tests
+/// of a handler: no addresses, `http`, server `localhost` port 80, no mount prefix, started
+/// now, the connection's first request.
+///
+/// ```
+/// use sgi::{Environ, Input, RequestExt};
+///
+/// let mut req = sgi::http::Request::new(Input::from_slice(b""));
+/// req.extensions_mut().insert(Environ { script_name: "/api".into(), ..Environ::default() });
+/// assert_eq!(&*req.environ().script_name, "/api");
+/// ```
+impl Default for Environ {
+    fn default() -> Environ {
+        Environ {
+            peer_addr: None,
+            local_addr: None,
+            url_scheme: Scheme::Http,
+            server_name: Arc::from("localhost"),
+            server_port: 80,
+            script_name: Arc::from(""),
+            started: Instant::now(),
+            request_index: 0,
+        }
+    }
+}
+
 /// Convenience access to the [`Environ`] of a request.
 pub trait RequestExt {
     /// The connection facts of this request.

@@ -44,7 +44,9 @@ impl TestClient {
         Self::with_config(gateway, Config::default().access_log(false))
     }
 
-    /// A client for `gateway` with `config` (limits, mount prefix, server name).
+    /// A client for `gateway` with `config` (limits, mount prefix, server name). The
+    /// gateway sees the facts of [`Environ::default`](crate::Environ): server `localhost`
+    /// (unless `config` names one) on port 80, no peer or local address, `http`.
     pub fn with_config<G: Gateway>(gateway: G, config: Config) -> TestClient {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 80));
         let config = Config {
@@ -170,9 +172,11 @@ pub struct TestRequest<'c> {
 }
 
 impl TestRequest<'_> {
-    /// Adds a header field (repeat to send a field more than once).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_string(), value.to_string()));
+    /// Adds a header field (repeat to send a field more than once). `name` may be a `&str`
+    /// or an `http` [`HeaderName`](http::HeaderName) such as `header::CONTENT_TYPE`.
+    pub fn header(mut self, name: impl AsRef<str>, value: &str) -> Self {
+        self.headers
+            .push((name.as_ref().to_string(), value.to_string()));
         self
     }
 

@@ -454,6 +454,30 @@ fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
     assert_eq!(client.response().body.len(), 32 << 20);
 }
 
+#[test]
+fn a_gateway_waiting_on_a_slow_upload_is_not_reported_stuck() {
+    let request = Duration::from_millis(200);
+    let pool = serve(two_workers_with_request_timeout(request), echo);
+    let mut client = pool.connect();
+    // Past the event loop's 16 KiB, so a worker reads the body; the last byte comes late.
+    let body = vec![b'a'; 40_000];
+    client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n");
+    client.send(&body[..39_999]);
+    wait_until("a worker reads the body", || {
+        pool.handle.stats().active_connections == 1
+    });
+    // An absence, so a fixed wait: five request timeouts, and ten of the pool's ticks.
+    std::thread::sleep(5 * request);
+    assert_eq!(
+        pool.handle.stats().stuck_requests,
+        0,
+        "a gateway waiting on its client's upload is not stuck"
+    );
+    client.send(&body[39_999..]);
+    let reply = client.response();
+    assert_eq!(reply.body.len(), "POST /upload\n".len() + 40_000);
+}
+
 /// A pool of one worker whose gateway answers `/big` with a whole 32 MiB body (far more
 /// than socket buffers take while a client reads nothing) and anything else with its path.
 fn serve_big(config: Config) -> Running {

@@ -27,6 +27,7 @@ on_every_backend!(
     answers_431_for_too_many_header_fields,
     answers_431_for_a_header_field_over_the_limit,
     answers_431_for_a_head_over_the_limit,
+    answers_431_for_trailer_fields_over_the_limits,
     answers_413_for_a_declared_body_over_max_body,
     answers_413_for_a_chunked_body_over_max_body,
     answers_417_for_an_unknown_expectation,
@@ -233,6 +234,23 @@ fn answers_431_for_a_head_over_the_limit(backend: Backend) {
     );
 }
 
+fn answers_431_for_trailer_fields_over_the_limits(backend: Backend) {
+    let chunked =
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n";
+    let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+    // One field line of 8,191 bytes with its CRLF, one over max_header_field.
+    let long = format!("X-Big: {}\r\n", "v".repeat(8191 - "X-Big: \r\n".len()));
+    rejects_each(
+        backend,
+        config(),
+        &[
+            &format!("{chunked}{many}\r\n"),
+            &format!("{chunked}{long}\r\n"),
+        ],
+        431,
+    );
+}
+
 fn answers_413_for_a_declared_body_over_max_body(backend: Backend) {
     let body = format!("{SMUGGLED}{}", "x".repeat(100 - SMUGGLED.len()));
     rejects_each(
@@ -306,9 +324,11 @@ fn accepts_a_request_exactly_at_its_limits(backend: Backend) {
     ));
     let reply = client.response();
     assert_eq!(reply.status, 200, "{}", reply.text());
+    // 100 trailer fields, one of them a line of 8190 bytes with its CRLF.
+    let trailers: String = (0..99).map(|i| format!("X-{i}: v\r\n")).collect();
     client.send(format!(
         "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
-         10\r\n{body}\r\n0\r\n\r\n"
+         10\r\n{body}\r\n0\r\n{trailers}X-Big: {big}\r\n\r\n"
     ));
     let reply = client.response();
     assert_eq!(

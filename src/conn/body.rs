@@ -22,6 +22,8 @@ pub(crate) enum BodyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyError {
     TooLarge,
+    /// Over the head limits (`431`, as for a head).
+    TrailersTooLarge,
     Malformed(&'static str),
     TimedOut,
     Incomplete,
@@ -33,6 +35,7 @@ impl BodyError {
     fn as_error(self) -> Error {
         match self {
             BodyError::TooLarge => Error::BodyTooLarge,
+            BodyError::TrailersTooLarge => Error::HeadTooLarge,
             BodyError::Malformed(why) => Error::BadChunk(why),
             BodyError::TimedOut => Error::Timeout,
             BodyError::Incomplete => Error::Incomplete,
@@ -90,6 +93,8 @@ pub(crate) struct BodyReader<'c, T: Transport> {
     pub(crate) avail: usize,
     /// Whether reads may wait for the client (not while draining).
     pub(crate) wait: bool,
+    /// A pool worker's stuck-request clock: stopped while the client is waited for.
+    pub(crate) clock: Option<&'c crate::pool::Busy>,
 }
 
 impl<T: Transport> BodyReader<'_, T> {
@@ -117,6 +122,11 @@ impl<T: Transport> BodyReader<'_, T> {
         let timeout = self.config.timeouts.body;
         let max = self.config.limits.max_head.max(64 * 1024);
         let wait = self.wait;
+        // Time the client takes to send is not the gateway's (`timeouts.body` bounds it).
+        let clock = self.clock.filter(|_| wait);
+        if let Some(clock) = clock {
+            clock.pause();
+        }
         let read = conn.buf.read_with(&mut conn.io, max, |io, b| {
             if wait {
                 io.read_wait(b, timeout)
@@ -124,6 +134,9 @@ impl<T: Transport> BodyReader<'_, T> {
                 io.read_now(b)
             }
         });
+        if let Some(clock) = clock {
+            clock.resume();
+        }
         match read {
             Ok(0) => Err(self.fail(BodyError::Incomplete)),
             Ok(_) => Ok(()),
@@ -170,9 +183,7 @@ impl<T: Transport> BodyReader<'_, T> {
                         return Ok(n);
                     }
                     Ok(Step::NeedMore) => self.read_more()?,
-                    Err(Error::HeadTooLarge) => {
-                        return Err(self.fail(BodyError::Malformed("trailers too large")))
-                    }
+                    Err(Error::HeadTooLarge) => return Err(self.fail(BodyError::TrailersTooLarge)),
                     Err(Error::BadChunk(why)) => return Err(self.fail(BodyError::Malformed(why))),
                     Err(Error::BodyTooLarge) => return Err(self.fail(BodyError::TooLarge)),
                     Err(_) => return Err(self.fail(BodyError::Malformed("invalid chunked body"))),

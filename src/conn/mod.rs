@@ -372,6 +372,7 @@ impl<T: Transport> Conn<T> {
             config,
             avail: 0,
             wait: true,
+            clock: ctx.worker,
         };
         let mut request = http::Request::new(Input::new(&mut reader));
         *request.method_mut() = method;

@@ -133,7 +133,12 @@ impl ChunkedDecoder {
                 Ok(Step::Framing(line))
             }
             State::Trailer => {
-                let Some(line) = crlf_line(buf, limits.max_header_field + 2)? else {
+                // A trailer line is held to the limits of a head's field lines (431).
+                let line = match crlf_line(buf, limits.max_header_field) {
+                    Err(Error::BadChunk(LINE_TOO_LONG)) => return Err(Error::HeadTooLarge),
+                    line => line?,
+                };
+                let Some(line) = line else {
                     return Ok(Step::NeedMore);
                 };
                 if line == 2 {
@@ -165,12 +170,14 @@ impl ChunkedDecoder {
 }
 
 /// The length of the CRLF-terminated line at the front of `buf`, CRLF included.
+const LINE_TOO_LONG: &str = "line too long";
+
 fn crlf_line(buf: &[u8], max: usize) -> Result<Option<usize>, Error> {
     match buf.iter().take(max).position(|&b| b == b'\n') {
         Some(0) => Err(Error::BadChunk("bare LF")),
         Some(nl) if buf[nl - 1] == b'\r' => Ok(Some(nl + 1)),
         Some(_) => Err(Error::BadChunk("bare LF")),
-        None if buf.len() >= max => Err(Error::BadChunk("line too long")),
+        None if buf.len() >= max => Err(Error::BadChunk(LINE_TOO_LONG)),
         None => Ok(None),
     }
 }
