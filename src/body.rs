@@ -87,6 +87,30 @@ impl Body {
         })
     }
 
+    /// `len` bytes of a file from byte `start`, sent like [`Body::from_file`]: the body of
+    /// a `206 Partial Content` answer to a `Range` request. A range that runs past the
+    /// file's end stops at the end.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// let path = std::env::temp_dir().join(format!("sgi-doc-range-{}", std::process::id()));
+    /// std::fs::File::create(&path)?.write_all(b"0123456789")?;
+    /// let body = sgi::Body::from_file_range(std::fs::File::open(&path)?, 2, 5)?;
+    /// assert_eq!(body.len(), Some(5));
+    /// let past_the_end = sgi::Body::from_file_range(std::fs::File::open(&path)?, 8, 5)?;
+    /// assert_eq!(past_the_end.len(), Some(2));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_file_range(mut file: File, start: u64, len: u64) -> io::Result<Body> {
+        use std::io::{Seek, SeekFrom};
+        let size = file.metadata()?.len();
+        file.seek(SeekFrom::Start(start))?;
+        Ok(Body {
+            kind: Kind::File(file, len.min(size.saturating_sub(start))),
+        })
+    }
+
     /// The body's length, when known before it is sent.
     pub fn len(&self) -> Option<u64> {
         match &self.kind {

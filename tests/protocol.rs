@@ -443,11 +443,20 @@ fn file_body_is_sent_whole(backend: Backend) {
     let file = Arc::new(path);
     let server = start(backend, config(), {
         let file = file.clone();
-        move |_req: Request<'_>| {
-            Response::new(Body::from_file(std::fs::File::open(&*file).unwrap()).unwrap())
+        move |req: Request<'_>| {
+            let open = std::fs::File::open(&*file).unwrap();
+            match req.uri().path() {
+                "/range" => Response::new(Body::from_file_range(open, 100_000, 150_000).unwrap()),
+                _ => Response::new(Body::from_file(open).unwrap()),
+            }
         }
     });
     let agent = agent();
+    let res = response(agent.get(&server.url("/range")).call());
+    assert_eq!(res.header("content-length"), Some("150000"));
+    let mut received = Vec::new();
+    res.into_reader().read_to_end(&mut received).unwrap();
+    assert!(received == content[100_000..250_000], "range differs");
     for _ in 0..2 {
         let res = response(agent.get(&server.url("/")).call());
         assert_eq!(res.header("content-length"), Some("300000"));
