@@ -9,7 +9,7 @@ use std::io::{self, IoSlice};
 use bytes::Bytes;
 
 use super::Conn;
-use crate::transport::{write_all_wait, Transport};
+use crate::transport::Transport;
 
 /// Response bytes accepted for the client that its socket did not take yet.
 #[derive(Debug, Default)]
@@ -50,15 +50,10 @@ impl<T: Transport> Conn<T> {
         if self.out.is_empty() && body.is_empty() {
             return Ok(());
         }
-        self.writes += 1;
         if !self.write_behind {
-            let result = write_all_wait(
-                &mut self.io,
-                &mut [IoSlice::new(&self.out), IoSlice::new(&body)],
-            );
-            self.out.clear();
-            return result;
+            return self.write_out_wait(&body, b"");
         }
+        self.writes += 1;
         let written = match self
             .io
             .write_now(&[IoSlice::new(&self.out), IoSlice::new(&body)])

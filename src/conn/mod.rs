@@ -481,11 +481,7 @@ impl<T: Transport> Conn<T> {
             // Bytes wait for the event loop: these go behind them.
             return self.flush_or_leave();
         }
-        self.writes += 1;
-        let result =
-            crate::transport::write_all_wait(&mut self.io, &mut [io::IoSlice::new(&self.out)]);
-        self.out.clear();
-        result
+        self.write_out_wait(b"", b"")
     }
 
     /// Sends a short error response with `Connection: close`.

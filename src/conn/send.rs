@@ -323,6 +323,12 @@ impl<T: Transport> Conn<T> {
             }
             return Ok(());
         }
+        self.write_out_wait(piece, tail).map_err(Abort::Io)
+    }
+
+    /// Writes the output buffer, then `piece` and `tail`, in one `writev` when the socket
+    /// takes it all, waiting for the client up to the write timeout.
+    pub(crate) fn write_out_wait(&mut self, piece: &[u8], tail: &[u8]) -> io::Result<()> {
         self.writes += 1;
         let result = write_all_wait(
             &mut self.io,
@@ -333,7 +339,7 @@ impl<T: Transport> Conn<T> {
             ],
         );
         self.out.clear();
-        result.map_err(Abort::Io)
+        result
     }
 }
 
