@@ -97,6 +97,10 @@ impl Body {
     /// std::fs::File::create(&path)?.write_all(b"0123456789")?;
     /// let body = sgi::Body::from_file_range(std::fs::File::open(&path)?, 2, 5)?;
     /// assert_eq!(body.len(), Some(5));
+    /// assert_eq!(body.into_bytes()?, "23456");
+    /// let body = sgi::Body::from_file_range(std::fs::File::open(&path)?, 2, 5)?;
+    /// let pieces: Vec<_> = body.into_pieces().collect::<Result<_, _>>()?;
+    /// assert_eq!(pieces.concat(), b"23456");
     /// let past_the_end = sgi::Body::from_file_range(std::fs::File::open(&path)?, 8, 5)?;
     /// assert_eq!(past_the_end.len(), Some(2));
     /// # std::fs::remove_file(&path)?;
@@ -146,13 +150,75 @@ impl Body {
                 r.read_to_end(&mut out)?;
                 Ok(out.into())
             }
-            Kind::File(mut f, _) => {
+            Kind::File(f, len) => {
                 let mut out = Vec::new();
-                f.read_to_end(&mut out)?;
+                f.take(len).read_to_end(&mut out)?;
                 Ok(out.into())
             }
         }
     }
+
+    /// The body as the pieces it is made of, still lazy: for middleware that changes or
+    /// measures a body while it streams (compression, byte counts), and then hands on
+    /// `Body::from_iter` of the result. A whole body is one piece; a reader or a file is
+    /// read in pieces here (so it no longer goes out from the file directly).
+    ///
+    /// ```
+    /// use sgi::{Body, Request, Response, TestClient};
+    ///
+    /// // A middleware that upper-cases every piece of any body, streaming.
+    /// let app = |_req: Request<'_>| Response::new(Body::from_iter(["a", "b"].map(|s| Ok(s.into()))));
+    /// let shout = move |req: Request<'_>| {
+    ///     app(req).map(|body| {
+    ///         Body::from_iter(body.into_pieces().map(|piece| {
+    ///             piece.map(|p| p.to_ascii_uppercase().into())
+    ///         }))
+    ///     })
+    /// };
+    /// assert_eq!(TestClient::new(shout).get("/").send().body(), "AB");
+    /// ```
+    pub fn into_pieces(self) -> Box<dyn Iterator<Item = io::Result<Bytes>> + Send> {
+        match self.kind {
+            Kind::Full(b) if b.is_empty() => Box::new(std::iter::empty()),
+            Kind::Full(b) => Box::new(std::iter::once(Ok(b))),
+            Kind::Iter(iter) => iter,
+            Kind::Reader(r, Some(len)) => Box::new(read_pieces(r.take(len), PIECE)),
+            Kind::Reader(r, None) => Box::new(read_pieces(r, PIECE)),
+            Kind::File(f, len) => Box::new(read_pieces(f.take(len), FILE_PIECE)),
+        }
+    }
+}
+
+/// Piece sizes [`Body::into_pieces`] reads readers and files in.
+const PIECE: usize = 64 * 1024;
+const FILE_PIECE: usize = 256 * 1024;
+
+/// `reader` in pieces of up to `size` bytes, ending at its end or first error.
+fn read_pieces<R: Read>(mut reader: R, size: usize) -> impl Iterator<Item = io::Result<Bytes>> {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut piece = vec![0; size];
+        loop {
+            return match reader.read(&mut piece) {
+                Ok(0) => {
+                    done = true;
+                    None
+                }
+                Ok(n) => {
+                    piece.truncate(n);
+                    Some(Ok(piece.into()))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    done = true;
+                    Some(Err(e))
+                }
+            };
+        }
+    })
 }
 
 impl Default for Body {

@@ -37,6 +37,7 @@ pub struct Input<'a> {
 enum Inner<'a> {
     Source(&'a mut dyn Source),
     Slice(&'a [u8]),
+    Reader(Box<dyn BufRead + 'a>),
 }
 
 impl<'a> Input<'a> {
@@ -54,7 +55,7 @@ impl<'a> Input<'a> {
     /// sgi::Input::empty().read_to_end(&mut buf).unwrap();
     /// assert!(buf.is_empty());
     /// ```
-    pub fn empty() -> Input<'static> {
+    pub fn empty() -> Input<'a> {
         Input {
             inner: Inner::Slice(&[]),
         }
@@ -71,6 +72,32 @@ impl<'a> Input<'a> {
     pub fn from_slice(bytes: &'a [u8]) -> Input<'a> {
         Input {
             inner: Inner::Slice(bytes),
+        }
+    }
+
+    /// An input read from `reader`: for middleware that hands the gateway a changed body
+    /// (decompressed, limited, counted), often made from the request's own input.
+    ///
+    /// ```
+    /// use std::io::{BufReader, Read};
+    /// use sgi::{Body, Input, Request, Response, TestClient};
+    ///
+    /// fn app(mut req: Request<'_>) -> Response {
+    ///     let mut text = String::new();
+    ///     req.body_mut().read_to_string(&mut text).unwrap();
+    ///     Response::new(Body::from(text))
+    /// }
+    /// // A middleware that lets the gateway see only the first 4 bytes of any body.
+    /// fn first_four(mut req: Request<'_>) -> Response {
+    ///     let input = std::mem::replace(req.body_mut(), Input::empty());
+    ///     *req.body_mut() = Input::from_reader(BufReader::new(input.take(4)));
+    ///     app(req)
+    /// }
+    /// assert_eq!(TestClient::new(first_four).post("/").body("abcdefgh").send().body(), "abcd");
+    /// ```
+    pub fn from_reader(reader: impl BufRead + 'a) -> Input<'a> {
+        Input {
+            inner: Inner::Reader(Box::new(reader)),
         }
     }
 }
@@ -96,6 +123,7 @@ impl BufRead for Input<'_> {
         match &mut self.inner {
             Inner::Source(source) => source.fill(),
             Inner::Slice(bytes) => Ok(bytes),
+            Inner::Reader(reader) => reader.fill_buf(),
         }
     }
 
@@ -103,6 +131,7 @@ impl BufRead for Input<'_> {
         match &mut self.inner {
             Inner::Source(source) => source.consume(n),
             Inner::Slice(bytes) => *bytes = &bytes[n.min(bytes.len())..],
+            Inner::Reader(reader) => reader.consume(n),
         }
     }
 }
