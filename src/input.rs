@@ -30,18 +30,39 @@ pub(crate) trait Source {
 /// let res = TestClient::new(app).post("/").body("shout").send();
 /// assert_eq!(res.body(), "SHOUT");
 /// ```
+///
+/// It is `Send`, so a gateway may read it on another thread within its call:
+///
+/// ```
+/// use std::io::Read;
+/// use sgi::{Body, Request, Response, TestClient};
+///
+/// let app = |mut req: Request<'_>| {
+///     let input = req.body_mut();
+///     let text = std::thread::scope(|s| {
+///         s.spawn(|| {
+///             let mut text = String::new();
+///             input.read_to_string(&mut text).map(|_| text)
+///         })
+///         .join()
+///         .unwrap()
+///     });
+///     Response::new(Body::from(text.unwrap()))
+/// };
+/// assert_eq!(TestClient::new(app).post("/").body("elsewhere").send().body(), "elsewhere");
+/// ```
 pub struct Input<'a> {
     inner: Inner<'a>,
 }
 
 enum Inner<'a> {
-    Source(&'a mut dyn Source),
+    Source(&'a mut (dyn Source + Send)),
     Slice(&'a [u8]),
-    Reader(Box<dyn BufRead + 'a>),
+    Reader(Box<dyn BufRead + Send + 'a>),
 }
 
 impl<'a> Input<'a> {
-    pub(crate) fn new(source: &'a mut dyn Source) -> Self {
+    pub(crate) fn new(source: &'a mut (dyn Source + Send)) -> Self {
         Input {
             inner: Inner::Source(source),
         }
@@ -95,7 +116,7 @@ impl<'a> Input<'a> {
     /// }
     /// assert_eq!(TestClient::new(first_four).post("/").body("abcdefgh").send().body(), "abcd");
     /// ```
-    pub fn from_reader(reader: impl BufRead + 'a) -> Input<'a> {
+    pub fn from_reader(reader: impl BufRead + Send + 'a) -> Input<'a> {
         Input {
             inner: Inner::Reader(Box::new(reader)),
         }

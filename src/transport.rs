@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Piece size for file bodies.
 const FILE_CHUNK: usize = 256 * 1024;
 
-pub(crate) trait Transport {
+pub(crate) trait Transport: Send {
     /// Reads, waiting up to `timeout` for bytes (`TimedOut` after it).
     fn read_wait(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
     /// Reads what is there now (`WouldBlock` if nothing).
