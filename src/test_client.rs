@@ -108,6 +108,11 @@ impl TestClient {
     /// assert!(out.starts_with(b"HTTP/1.1 400 "));
     /// ```
     pub fn raw(&self, input: &[u8]) -> Vec<u8> {
+        self.exchange(input).output
+    }
+
+    /// Drives one connection over `input`; the memory holds what the server wrote.
+    fn exchange(&self, input: &[u8]) -> Memory {
         self.drive(Memory {
             input: Cursor::new(input.to_vec()),
             ..Memory::default()
@@ -132,10 +137,10 @@ impl TestClient {
             memory.input.get_mut().extend_from_slice(chunk);
             memory.breaks.push_back(memory.input.get_ref().len() as u64);
         }
-        self.drive(memory)
+        self.drive(memory).output
     }
 
-    fn drive(&self, memory: Memory) -> Vec<u8> {
+    fn drive(&self, memory: Memory) -> Memory {
         let mut conn = Conn::new(memory, None, None);
         let ctx = Ctx {
             gateway: &self.gateway,
@@ -148,7 +153,7 @@ impl TestClient {
                 Head::Ready if conn.serve(&ctx) != Next::KeepAlive => break,
                 Head::Ready => {}
                 Head::Partial if !more => {
-                    conn.abandon(StatusCode::BAD_REQUEST);
+                    conn.abandon(StatusCode::BAD_REQUEST, &self.shared);
                     break;
                 }
                 Head::Empty if !more => break,
@@ -156,7 +161,7 @@ impl TestClient {
             }
         }
         let _ = conn.flush();
-        conn.io.output
+        conn.io
     }
 }
 
@@ -221,9 +226,12 @@ impl TestRequest<'_> {
         }
         raw.extend_from_slice(b"\r\n");
         raw.extend_from_slice(&self.body);
-        let out = self.client.raw(&raw);
-        TestResponse::parse(&out, self.method == Method::HEAD)
-            .expect("server wrote a malformed response")
+        let memory = self.client.exchange(&raw);
+        let mut response = TestResponse::parse(&memory.output, self.method == Method::HEAD)
+            .expect("server wrote a malformed response");
+        // A body delimited by the close ends in a reset when it was cut short.
+        response.complete &= !memory.reset;
+        response
     }
 }
 

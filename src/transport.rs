@@ -191,6 +191,8 @@ pub(crate) struct Memory {
     /// in the pieces a network might.
     pub(crate) breaks: VecDeque<u64>,
     pub(crate) output: Vec<u8>,
+    /// The connection was to end in a reset (a body delimited by the close was cut short).
+    pub(crate) reset: bool,
 }
 
 impl Memory {
@@ -213,6 +215,10 @@ impl Transport for Memory {
 
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read_input(buf)
+    }
+
+    fn reset_on_close(&mut self) {
+        self.reset = true;
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

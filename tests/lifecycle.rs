@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sgi::{Body, Config, Handle, Request, RequestExt, Response, Timeouts};
-use support::{agent, config, environ, response, start, target, wait_until, Backend, Gate};
+use support::{agent, config, echo, environ, response, start, target, wait_until, Backend, Gate};
 
 on_every_backend!(
     port_zero_binds_a_free_port_and_reports_it,
@@ -166,7 +166,7 @@ fn serves_connections_concurrently(backend: Backend) {
 }
 
 fn stats_count_served_and_rejected_requests(backend: Backend) {
-    let server = start(backend, config(), target);
+    let server = start(backend, config(), echo);
     let agent = agent();
     for _ in 0..2 {
         assert_eq!(response(agent.get(&server.url("/")).call()).status(), 200);
@@ -174,11 +174,22 @@ fn stats_count_served_and_rejected_requests(backend: Backend) {
     let mut client = server.connect();
     client.send("GET / HTTP/1.1\r\n\r\n");
     assert_eq!(client.response().status, 400);
+    // Every answer the server gives itself counts: broken chunked framing found while the
+    // body is read (after the head was accepted), and a head the client cut off.
+    let mut chunked = server.connect();
+    chunked.send("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    assert_eq!(chunked.response().status, 400);
+    let mut cut = server.connect();
+    cut.send("GET / HTTP/1.1\r\nHo");
+    cut.try_clone_stream()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    assert_eq!(cut.response().status, 400);
     wait_until("the counters catch up", || {
         let stats = server.handle.stats();
-        stats.requests_served == 2 && stats.rejected_requests == 1
+        stats.rejected_requests == 3
     });
-    drop((agent, client));
+    drop((agent, client, chunked, cut));
     wait_until("every connection is closed", || {
         server.handle.stats().open_connections == 0
     });

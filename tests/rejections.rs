@@ -34,6 +34,7 @@ on_every_backend!(
     answers_501_for_a_transfer_coding_other_than_chunked,
     answers_505_for_an_unsupported_http_version,
     rejection_behind_a_pipelined_request_is_answered_after_it,
+    rejections_of_head_requests_carry_no_content,
     accepts_a_request_exactly_at_its_limits,
 );
 
@@ -307,6 +308,21 @@ fn rejection_behind_a_pipelined_request_is_answered_after_it(backend: Backend) {
     assert_eq!(bad.status, 400);
     assert!(bad.closes(), "{bad:?}");
     client.expect_closed();
+}
+
+fn rejections_of_head_requests_carry_no_content(backend: Backend) {
+    let server = start(backend, config().max_body(Some(16)), echo);
+    for bad in [
+        "HEAD / HTTP/1.1\r\n\r\n",
+        "HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+    ] {
+        let mut client = server.connect();
+        client.send(bad);
+        let reply = client.head_response();
+        assert!(matches!(reply.status, 400 | 413), "{bad:?}: {reply:?}");
+        // RFC 9110 §9.3.2: no content follows, not even for the server's own errors.
+        client.expect_closed();
+    }
 }
 
 fn accepts_a_request_exactly_at_its_limits(backend: Backend) {

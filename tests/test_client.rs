@@ -286,3 +286,25 @@ fn answers_500_when_the_gateway_panics() {
     assert_eq!(res.status(), 500);
     assert_eq!(res.headers()["connection"], "close");
 }
+
+#[test]
+fn a_cut_body_is_reported_incomplete_whatever_its_framing() {
+    let client = TestClient::new(|_req: Request<'_>| {
+        let pieces = vec![Ok("partial".into()), Err(std::io::Error::other("gone"))];
+        Response::new(Body::from_iter(pieces))
+    });
+    let chunked = client.get("/").send();
+    assert_eq!(
+        (chunked.text().as_str(), chunked.is_complete()),
+        ("partial", false)
+    );
+    // HTTP/1.0: the body ends with the connection, which a reset tells apart from a close.
+    let closed = client.get("/").http10().send();
+    assert_eq!(
+        (closed.text().as_str(), closed.is_complete()),
+        ("partial", false)
+    );
+    let whole =
+        TestClient::new(|_req: Request<'_>| Response::new(Body::from_iter([Ok("all".into())])));
+    assert!(whole.get("/").http10().send().is_complete());
+}

@@ -248,7 +248,7 @@ impl<T: Transport> Conn<T> {
                     let started = self.head_started.unwrap_or_else(Instant::now);
                     match timeouts.head.checked_sub(started.elapsed()) {
                         Some(left) if !left.is_zero() => left,
-                        _ => return self.abandon(StatusCode::REQUEST_TIMEOUT),
+                        _ => return self.abandon(StatusCode::REQUEST_TIMEOUT, ctx.shared),
                     }
                 }
             };
@@ -260,7 +260,7 @@ impl<T: Transport> Conn<T> {
                 .read_with(&mut self.io, max, |io, b| io.read_wait(b, timeout))
             {
                 Ok(0) if self.buf.is_empty() => return Wait::Closed,
-                Ok(0) => return self.abandon(StatusCode::BAD_REQUEST),
+                Ok(0) => return self.abandon(StatusCode::BAD_REQUEST, ctx.shared),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Wait::Ready,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && self.buf.is_empty() => {
@@ -274,8 +274,9 @@ impl<T: Transport> Conn<T> {
 
     /// Gives up on a half-received head: answers `status` (408 or 400) if the bytes so far
     /// are more than blank lines, so the client learns why.
-    pub(crate) fn abandon(&mut self, status: StatusCode) -> Wait {
+    pub(crate) fn abandon(&mut self, status: StatusCode, shared: &Shared) -> Wait {
         if !self.only_blank() {
+            shared.stats.rejected_request();
             let _ = self.send_error(status, Version::HTTP_11);
         }
         Wait::Abandoned
@@ -283,12 +284,24 @@ impl<T: Transport> Conn<T> {
 
     /// [`abandon`](Self::abandon) from the event loop: one write attempt that never blocks.
     /// Returns whether it answered (the connection should then linger).
-    pub(crate) fn abandon_now(&mut self, status: StatusCode) -> bool {
+    pub(crate) fn abandon_now(&mut self, status: StatusCode, shared: &Shared) -> bool {
         if self.only_blank() {
             return false;
         }
+        shared.stats.rejected_request();
         self.write_error_now(status);
         true
+    }
+
+    /// Whether the request at the front of the buffer is a `HEAD`: no answer to it, the
+    /// server's own errors included, carries content (RFC 9110 §9.3.2).
+    fn requested_head(&self) -> bool {
+        let filled = self.buf.filled();
+        let start = filled
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(filled.len());
+        filled[start..].starts_with(b"HEAD ")
     }
 
     /// Whether the bytes so far are only the blank lines a client may send between requests.
@@ -327,6 +340,12 @@ impl<T: Transport> Conn<T> {
             Ok(None) => return self.reject(ctx, Error::HeadTooLarge),
             Err(e) => return self.reject(ctx, e),
         };
+        // Rejections answer with the request line still buffered (see `requested_head`).
+        if let (Framing::Length(n), Some(max)) = (head.framing, config.limits.max_body) {
+            if n > max {
+                return self.reject(ctx, Error::BodyTooLarge);
+            }
+        }
         self.buf.consume(head.len);
         let RequestHead {
             method,
@@ -338,11 +357,6 @@ impl<T: Transport> Conn<T> {
             expect_continue,
             ..
         } = head;
-        if let (Framing::Length(n), Some(max)) = (framing, config.limits.max_body) {
-            if n > max {
-                return self.reject(ctx, Error::BodyTooLarge);
-            }
-        }
         self.body = BodyState::new(framing, expect_continue);
         if !config.script_name.is_empty() {
             if let Some(under) = crate::middleware::under_prefix(&uri, &config.script_name) {
@@ -399,7 +413,10 @@ impl<T: Transport> Conn<T> {
         let (response, close) = match reader.conn.body.error {
             None => (response, panicked),
             Some(error) => match error.status() {
-                Some(status) => (error_response(status), true),
+                Some(status) => {
+                    shared.stats.rejected_request();
+                    (error_response(status), true)
+                }
                 None => {
                     // The client is gone mid-body; answers to requests before it still go.
                     let _ = reader.conn.flush();
@@ -486,7 +503,8 @@ impl<T: Transport> Conn<T> {
 
     /// Sends a short error response with `Connection: close`.
     pub(crate) fn send_error(&mut self, status: StatusCode, version: Version) -> io::Result<()> {
-        self.send_response(error_response(status), version, false, false, None);
+        let is_head = self.requested_head();
+        self.send_response(error_response(status), version, is_head, false, None);
         self.flush()
     }
 
@@ -494,7 +512,14 @@ impl<T: Transport> Conn<T> {
     /// blocks (a client that does not read loses the courtesy, not the loop its time).
     pub(crate) fn write_error_now(&mut self, status: StatusCode) {
         self.out.clear();
-        self.send_response(error_response(status), Version::HTTP_11, false, false, None);
+        let is_head = self.requested_head();
+        self.send_response(
+            error_response(status),
+            Version::HTTP_11,
+            is_head,
+            false,
+            None,
+        );
         let _ = self.io.write_now(&[io::IoSlice::new(&self.out)]);
         self.out.clear();
     }

@@ -344,7 +344,7 @@ impl Loop {
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
                     // The client ended its side mid-head: answer 400 and close.
-                    let answered = conn.abandon_now(StatusCode::BAD_REQUEST);
+                    let answered = conn.abandon_now(StatusCode::BAD_REQUEST, &self.shared);
                     self.close(token, conn, answered)
                 }
                 _ => self.park(token, conn),
@@ -562,7 +562,7 @@ impl Loop {
             };
             let answered = conn.head_started.is_some()
                 && !conn.has_unsent()
-                && conn.abandon_now(StatusCode::REQUEST_TIMEOUT);
+                && conn.abandon_now(StatusCode::REQUEST_TIMEOUT, &self.shared);
             if answered {
                 tracing::debug!(peer = ?conn.peer(), "request timed out; answered 408");
             }
