@@ -214,14 +214,24 @@ fn parse_complete<'b>(
 
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut facts = Facts::default();
-    for field in req.headers.iter() {
-        // The whole field line as sent, its line ending included, measured to its LF: the
-        // parser's value leaves out trailing whitespace, which must count too.
-        let at = field.name.as_ptr() as usize - head.as_ptr() as usize;
-        let line = head[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(len - at, |n| n + 1);
+    // Field lines lie end to end: each ends where the next begins, the last where the
+    // head's closing blank line (CRLF or a bare LF) does. So measured, a line counts its
+    // line ending and the trailing whitespace the parser leaves out of the value, with no
+    // second pass over its bytes.
+    let offset = |name: &str| name.as_ptr() as usize - head.as_ptr() as usize;
+    let fields_end = len
+        - if len >= 2 && head[len - 2] == b'\r' {
+            2
+        } else {
+            1
+        };
+    for (i, field) in req.headers.iter().enumerate() {
+        let at = offset(field.name);
+        let end = req
+            .headers
+            .get(i + 1)
+            .map_or(fields_end, |next| offset(next.name));
+        let line = end - at;
         if line > limits.max_header_field {
             return Err(Error::HeadTooLarge);
         }
