@@ -8,6 +8,7 @@ use http::StatusCode;
 use super::Conn;
 use crate::http1::{ChunkedDecoder, Framing, Step};
 use crate::input::Source;
+use crate::pool::Busy;
 use crate::transport::Transport;
 use crate::{Config, Error};
 
@@ -94,7 +95,7 @@ pub(crate) struct BodyReader<'c, T: Transport> {
     /// Whether reads may wait for the client (not while draining).
     pub(crate) wait: bool,
     /// A pool worker's stuck-request clock: stopped while the client is waited for.
-    pub(crate) clock: Option<&'c crate::pool::Busy>,
+    pub(crate) clock: Option<&'c Busy>,
 }
 
 impl<T: Transport> BodyReader<'_, T> {
@@ -124,19 +125,15 @@ impl<T: Transport> BodyReader<'_, T> {
         let wait = self.wait;
         // Time the client takes to send is not the gateway's (`timeouts.body` bounds it).
         let clock = self.clock.filter(|_| wait);
-        if let Some(clock) = clock {
-            clock.pause();
-        }
-        let read = conn.buf.read_with(&mut conn.io, max, |io, b| {
-            if wait {
-                io.read_wait(b, timeout)
-            } else {
-                io.read_now(b)
-            }
+        let read = Busy::untimed(clock, || {
+            conn.buf.read_with(&mut conn.io, max, |io, b| {
+                if wait {
+                    io.read_wait(b, timeout)
+                } else {
+                    io.read_now(b)
+                }
+            })
         });
-        if let Some(clock) = clock {
-            clock.resume();
-        }
         match read {
             Ok(0) => Err(self.fail(BodyError::Incomplete)),
             Ok(_) => Ok(()),

@@ -180,16 +180,6 @@ impl<T: Transport> Conn<T> {
         framing: BodyFraming,
         clock: Option<&Busy>,
     ) -> Result<u64, Abort> {
-        // Runs a piece of the gateway's code with the stuck-request clock going.
-        let timed = |run: &mut dyn FnMut()| {
-            if let Some(clock) = clock {
-                clock.resume();
-            }
-            run();
-            if let Some(clock) = clock {
-                clock.pause();
-            }
-        };
         let declared = match framing {
             BodyFraming::Length(n) => Some(n),
             _ => None,
@@ -218,9 +208,8 @@ impl<T: Transport> Conn<T> {
             Kind::Iter(mut iter) => {
                 let mut sent = 0;
                 loop {
-                    let mut next = None;
-                    timed(&mut || next = iter.next());
-                    match next {
+                    // Making the next piece is the gateway's code: the stuck clock runs.
+                    match Busy::timed(clock, || iter.next()) {
                         None => break,
                         Some(Err(e)) => {
                             return Err(Abort::Gateway(format!("body iterator failed: {e}")))
@@ -239,9 +228,7 @@ impl<T: Transport> Conn<T> {
                 let mut sent = 0;
                 let mut chunk = vec![0; READ_CHUNK];
                 loop {
-                    let mut read = Ok(0);
-                    timed(&mut || read = reader.read(&mut chunk));
-                    let n = match read {
+                    let n = match Busy::timed(clock, || reader.read(&mut chunk)) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -82,6 +82,30 @@ impl Busy {
         self.running_since.store(0, Relaxed);
     }
 
+    /// Runs `work`, the gateway's code, with `clock` going (if there is one).
+    pub(crate) fn timed<R>(clock: Option<&Busy>, work: impl FnOnce() -> R) -> R {
+        if let Some(clock) = clock {
+            clock.resume();
+        }
+        let result = work();
+        if let Some(clock) = clock {
+            clock.pause();
+        }
+        result
+    }
+
+    /// Runs `wait`, a wait for the client inside the gateway's code, with `clock` stopped.
+    pub(crate) fn untimed<R>(clock: Option<&Busy>, wait: impl FnOnce() -> R) -> R {
+        if let Some(clock) = clock {
+            clock.pause();
+        }
+        let result = wait();
+        if let Some(clock) = clock {
+            clock.resume();
+        }
+        result
+    }
+
     fn end(&self) {
         self.pause();
         *self.current.lock() = None;
