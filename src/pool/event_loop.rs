@@ -359,13 +359,7 @@ impl Loop {
                 self.spare.push(storage);
             }
         }
-        if let Slot::Live {
-            conn: slot, since, ..
-        } = &mut self.slots[token]
-        {
-            *slot = Some(conn);
-            *since = Instant::now();
-        }
+        self.put_back(token, conn);
     }
 
     /// Queues a connection with a request to serve. `ended`: the client has ended its side,
@@ -511,7 +505,8 @@ impl Loop {
             .is_ok()
     }
 
-    /// Parks a connection whose answer waits to be written; its write timeout starts now.
+    /// Puts a connection back in its slot, its timer (idle, head, body or write) starting
+    /// now. [`park`](Self::park) also takes back its idle buffers.
     fn put_back(&mut self, token: usize, conn: Box<Conn<Socket>>) {
         if let Slot::Live {
             conn: slot, since, ..
