@@ -7,6 +7,7 @@
 //! ./target/release/examples/raw_stream --port 18300 --mode sendfile --file /tmp/sgi-stream/big.bin
 //! ./target/release/examples/raw_stream --port 18301 --mode write
 //! ./target/release/examples/raw_stream --port 18302 --mode copy
+//! ./target/release/examples/raw_stream --port 18303 --mode write-chunked
 //! wrk -t1 -c1 -d10s http://127.0.0.1:18300/
 //! ```
 //!
@@ -15,8 +16,11 @@
 //! `x`) if it is missing or has another size. `--mode copy` sends the file with
 //! `std::io::copy` from the `File` to the `TcpStream` instead (as `Body::from_file` does):
 //! with the toolchains measured this is an 8 KiB `read`/`sendto` loop, not `sendfile`, see
-//! BENCHMARKS.md. `--mode write` writes one 64 KiB buffer 16,384 times. One thread per
-//! connection; the request is read up to its blank line and otherwise ignored (wrk sends no
+//! BENCHMARKS.md. `--mode write` writes one 64 KiB buffer 16,384 times. `--mode write-chunked`
+//! sends the same 16,384 pieces as chunks (`Transfer-Encoding: chunked`), each chunk's size
+//! line, piece and CRLF in one `writev`: the same bytes on the wire as sgi's chunked iterator
+//! body, so that the cost of the framing itself (paid mostly by the receiver) is not counted
+//! against the server. One thread per connection; the request is read up to its blank line and otherwise ignored (wrk sends no
 //! request bodies). Not a server for anything but this measurement.
 
 use std::ffi::c_int;
@@ -30,6 +34,8 @@ use std::sync::Arc;
 const PIECE: usize = 64 * 1024;
 const PIECES: usize = 16 * 1024;
 const LEN: u64 = (PIECE * PIECES) as u64; // 1 GiB
+const CHUNKED_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n";
 const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1073741824\r\n\r\n";
 
 #[derive(Clone, Copy, PartialEq)]
@@ -37,6 +43,7 @@ enum Mode {
     Sendfile,
     Copy,
     Write,
+    WriteChunked,
 }
 
 extern "C" {
@@ -59,14 +66,17 @@ fn main() -> io::Result<()> {
                     "sendfile" => Mode::Sendfile,
                     "copy" => Mode::Copy,
                     "write" => Mode::Write,
-                    other => panic!("unknown --mode {other:?} (sendfile, copy or write)"),
+                    "write-chunked" => Mode::WriteChunked,
+                    other => {
+                        panic!("unknown --mode {other:?} (sendfile, copy, write or write-chunked)")
+                    }
                 }
             }
             "--file" => path = value().into(),
             other => panic!("unknown argument {other:?} (--bind/--port, --mode, --file)"),
         }
     }
-    if mode != Mode::Write {
+    if matches!(mode, Mode::Sendfile | Mode::Copy) {
         ensure_file(&path)?;
     }
     let path = Arc::new(path);
@@ -123,7 +133,11 @@ fn serve(mut stream: TcpStream, mode: Mode, path: &Path) -> io::Result<()> {
         buf.copy_within(end..filled, 0);
         filled -= end;
 
-        stream.write_all(HEAD)?;
+        stream.write_all(if mode == Mode::WriteChunked {
+            CHUNKED_HEAD
+        } else {
+            HEAD
+        })?;
         match mode {
             Mode::Sendfile => {
                 let file = File::open(path)?;
@@ -157,6 +171,28 @@ fn serve(mut stream: TcpStream, mode: Mode, path: &Path) -> io::Result<()> {
                     stream.write_all(&piece)?;
                 }
             }
+            Mode::WriteChunked => {
+                for _ in 0..PIECES {
+                    write_all_vectored(&mut stream, &[b"10000\r\n", &piece, b"\r\n"])?;
+                }
+                stream.write_all(b"0\r\n\r\n")?;
+            }
         }
     }
+}
+
+/// Writes every byte of `parts` with `writev`, as a server sends one chunk (size line, data,
+/// CRLF) without first copying it into one buffer.
+fn write_all_vectored(stream: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

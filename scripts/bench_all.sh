@@ -10,7 +10,7 @@
 #   pipelined  compare.sh --wrk-args "-s pipeline.lua": hyper, limit, sgi-pool, sgi-dev, c = 64 256
 #   explode    explode.sh (50 ms handler, c = 2000 5000 10000) + sgi-pool and sgi-dev
 #   stream     1 GiB bodies, wrk -c1 and -c4 for 10 s: raw_stream (sendfile / std::io::copy /
-#              write loop) against sgi's files example (Body::from_file) and big_stream
+#              write loop / chunked write loop) against sgi's files example (Body::from_file) and big_stream
 #              (Body::from_iter, chunked and with a declared Content-Length), both backends
 # Raw output goes to --out (default /tmp/sgi-bench-DATE); results.tsv/results.md of each
 # step are copied to bench/results/STEP.{tsv,md} in the repo (with STEP.machine.txt: machine,
@@ -185,23 +185,26 @@ step_stream() {
   stream_one raw-sendfile 18300 "$EX/raw_stream --mode sendfile --file $big --port {port}" /
   stream_one raw-copy 18301 "$EX/raw_stream --mode copy --file $big --port {port}" /
   stream_one raw-write 18302 "$EX/raw_stream --mode write --port {port}" /
+  stream_one raw-write-chunked 18303 "$EX/raw_stream --mode write-chunked --port {port}" /
   for s in pool dev; do
     w=""; [ $s = pool ] && w="--workers 8"
     stream_one "sgi-$s-file" 18310 "$EX/files --server $s $w --root $STREAM_DIR --port {port}" /big.bin
     stream_one "sgi-$s-iter" 18311 "$EX/big_stream --server $s $w --port {port}" /
     stream_one "sgi-$s-iter-length" 18312 "$EX/big_stream --server $s $w --length --port {port}" /
   done
-  # Ratios: file bodies against raw sendfile, iterator bodies against the raw write loop.
+  # Ratios: file bodies against raw sendfile, iterator bodies against the raw write loop, and
+  # chunked iterator bodies also against the raw loop that sends the same chunks.
   awk -F'\t' -v md="$OUT/stream/results.md" '
     NR == 1 { next }
     { n[NR] = $1; c[NR] = $2; v[NR] = $3; q[NR] = $4; e[NR] = $5; s[NR] = $6; b[NR] = $7; val[$1 " " $2] = $3 }
     END {
-      print "| body | conc | MiB/s | responses | errors | vs raw-sendfile | vs raw-write | srv% | bg% |" > md
-      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|" > md
+      print "| body | conc | MiB/s | responses | errors | vs raw-sendfile | vs raw-write | vs raw-write-chunked | srv% | bg% |" > md
+      print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" > md
       for (i = 2; i <= NR; i++) {
-        rs = val["raw-sendfile " c[i]]; rw = val["raw-write " c[i]]
+        rs = val["raw-sendfile " c[i]]; rw = val["raw-write " c[i]]; rc = val["raw-write-chunked " c[i]]
         r1 = (rs > 0) ? sprintf("%.2f", v[i] / rs) : "-"; r2 = (rw > 0) ? sprintf("%.2f", v[i] / rw) : "-"
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n[i], c[i], v[i], q[i], e[i], r1, r2, s[i], b[i] > md
+        r3 = (rc > 0 && (n[i] ~ /-iter$/ || n[i] == "raw-write-chunked")) ? sprintf("%.2f", v[i] / rc) : "-"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n[i], c[i], v[i], q[i], e[i], r1, r2, r3, s[i], b[i] > md
       }
     }' "$OUT/stream/results.tsv"
   cat "$OUT/stream/results.md" >&2
