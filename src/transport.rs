@@ -28,6 +28,11 @@ pub(crate) trait Transport: Send {
     /// Makes the coming close a reset (RST) rather than an orderly end (FIN): for a body
     /// delimited by the close, the only way to tell the client it was cut short.
     fn reset_on_close(&mut self) {}
+    /// Whether [`reset_on_close`](Self::reset_on_close) was called: such a connection must
+    /// not linger, as a lingering close begins with an orderly end.
+    fn resets_on_close(&self) -> bool {
+        false
+    }
     /// Writes, waiting up to the write timeout for room (`TimedOut` after it).
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Sends `len` bytes of `file` from its position.
@@ -60,6 +65,8 @@ pub(crate) struct Socket {
     read_timeout: Option<Duration>,
     /// The last read filled its buffer, so more may be waiting without a new readiness edge.
     more: bool,
+    /// The close is to be a reset (SO_LINGER 0 is set).
+    reset: bool,
 }
 
 impl Socket {
@@ -77,6 +84,7 @@ impl Socket {
             nonblocking,
             read_timeout: None,
             more: false,
+            reset: false,
         })
     }
 
@@ -143,7 +151,13 @@ impl Transport for Socket {
     }
 
     fn reset_on_close(&mut self) {
-        let _ = socket2::SockRef::from(&*self.tcp).set_linger(Some(Duration::ZERO));
+        self.reset = socket2::SockRef::from(&*self.tcp)
+            .set_linger(Some(Duration::ZERO))
+            .is_ok();
+    }
+
+    fn resets_on_close(&self) -> bool {
+        self.reset
     }
 
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -183,6 +197,43 @@ impl Transport for Socket {
     }
 }
 
+/// Cuts a connection at once, with a reset: its client sees the connection fail rather than
+/// end, so it cannot take an answer cut short (a body delimited by the close) for a whole
+/// one. A thread blocked reading or writing the socket wakes with an error. Used when the
+/// shutdown deadline passes with requests still being served.
+pub(crate) fn abort(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+    if disconnect(tcp).is_err() {
+        // Without a disconnect, at least no thread stays blocked on the socket.
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Dissolves a TCP connection while its descriptor stays open (other threads hold it):
+/// connecting to an `AF_UNSPEC` address makes Linux abort it with a reset
+/// (`tcp_disconnect`) and wake whoever waits on it.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn disconnect(tcp: &TcpStream) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: the descriptor is open for the call (borrowed from `tcp`), and `unspec` is an
+    // initialised `sockaddr` of `len` bytes that outlives the call, which only reads it.
+    match unsafe { libc::connect(tcp.as_raw_fd(), &unspec, len) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disconnect(_tcp: &TcpStream) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// An in-memory connection: requests come from `input`, responses go to `output`.
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
@@ -219,6 +270,10 @@ impl Transport for Memory {
 
     fn reset_on_close(&mut self) {
         self.reset = true;
+    }
+
+    fn resets_on_close(&self) -> bool {
+        self.reset
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

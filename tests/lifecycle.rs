@@ -26,6 +26,7 @@ on_every_backend!(
     shutdown_lets_an_in_flight_request_finish_with_connection_close,
     shutdown_closes_idle_connections,
     shutdown_closes_requests_that_outlast_its_deadline,
+    shutdown_cuts_a_body_delimited_by_the_close_with_a_reset,
     shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it,
     extreme_timeouts_are_taken_as_never_or_at_once_without_failing,
 );
@@ -326,6 +327,42 @@ fn shutdown_closes_requests_that_outlast_its_deadline(backend: Backend) {
     server.handle.shutdown();
     server.join().expect("serve returns Ok");
     client.expect_closed();
+    gate.open();
+}
+
+fn shutdown_cuts_a_body_delimited_by_the_close_with_a_reset(backend: Backend) {
+    let gate = Gate::new();
+    let mut server = start(backend, with_timeouts(|t| t.shutdown = SHORT), {
+        let gate = gate.clone();
+        move |_req: Request<'_>| {
+            let gate = gate.clone();
+            // The second piece waits at the gate, past the shutdown's deadline.
+            Response::new(Body::from_iter(["partial", "rest"].into_iter().map(
+                move |piece| {
+                    if piece == "rest" {
+                        gate.pass();
+                    }
+                    Ok(piece.into())
+                },
+            )))
+        }
+    });
+    let mut client = server.connect();
+    // HTTP/1.0: the body ends where the connection does.
+    client.send("GET / HTTP/1.0\r\n\r\n");
+    client.wait_for(b"partial", Duration::from_secs(10));
+    gate.wait_for_waiting(1);
+    server.handle.shutdown();
+    server.join().expect("serve returns Ok");
+    // An orderly close here would make "partial" look like the whole body.
+    let mut stream = client.try_clone_stream();
+    let mut rest = Vec::new();
+    let end = std::io::Read::read_to_end(&mut stream, &mut rest);
+    assert!(
+        end.is_err(),
+        "ended cleanly after {:?}",
+        String::from_utf8_lossy(&rest)
+    );
     gate.open();
 }
 

@@ -52,6 +52,8 @@ on_every_backend!(
     an_answer_never_waits_on_an_upload_it_left_unread,
     earlier_pipelined_answers_go_out_before_a_body_is_awaited,
     a_failed_body_delimited_by_the_close_ends_in_a_reset,
+    a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it,
+    a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it,
     a_panic_dropping_an_unsent_body_spares_the_response,
 );
 
@@ -103,6 +105,65 @@ fn a_failed_body_delimited_by_the_close_ends_in_a_reset(backend: Backend) {
         "ended cleanly after {:?}",
         String::from_utf8_lossy(&got)
     );
+}
+
+fn a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it(backend: Backend) {
+    let server = start(backend, config(), fails_midway);
+    let client = server.connect();
+    let mut stream = client.try_clone_stream();
+    // Bytes the server will not read make it close with a lingering (orderly) close, which
+    // must not be used here: its end would pass "partial" off as the whole body.
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\nGET /next HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let end = stream.read_to_end(&mut got);
+    assert!(
+        end.is_err(),
+        "ended cleanly after {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+fn a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it(backend: Backend) {
+    const LEN: usize = 8 << 20;
+    let server = start(backend, config(), |req: Request<'_>| {
+        let mut res = Response::new(Body::from(vec![b'x'; LEN]));
+        if req.uri().path() == "/last" {
+            // The gateway ends the connection; the client had no way to know beforehand.
+            res.headers_mut()
+                .insert(header::CONNECTION, "close".parse().unwrap());
+        }
+        res
+    });
+    let client = server.connect();
+    let mut stream = client.try_clone_stream();
+    stream
+        .write_all(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = vec![0; 64 * 1024];
+    let mut filled = 0;
+    let head_end = loop {
+        let n = stream.read(&mut got[filled..]).unwrap();
+        assert_ne!(n, 0, "closed before the head");
+        filled += n;
+        if let Some(i) = got[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    // A request pipelined while the answer is still coming: the server will not read it.
+    // Closing with it unread would make the kernel reset the connection and throw away
+    // the part of the answer still on its way (RFC 9112 §9.6); the server lingers instead.
+    stream
+        .write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    got.truncate(filled);
+    stream
+        .read_to_end(&mut got)
+        .expect("the answer ends in an orderly close, not a reset");
+    assert_eq!(got.len() - head_end, LEN, "the whole body arrived");
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{head}");
 }
 
 fn a_panic_dropping_an_unsent_body_spares_the_response(backend: Backend) {

@@ -438,6 +438,8 @@ impl<T: Transport> Conn<T> {
             (response, close)
         };
         let body = &reader.conn.body;
+        // The client did not ask for the close: it may pipeline another request at any time.
+        let client_may_send = keep_alive;
         // Whether 100 Continue was never sent (the client may not send the body at all), close.
         let mut keep_alive = keep_alive
             && !close
@@ -451,9 +453,10 @@ impl<T: Transport> Conn<T> {
         if keep_alive && !reader.conn.body.is_done() {
             keep_alive = reader.drain(DRAIN_BUDGET);
         }
-        // Body bytes may still be on their way: a closing connection lingers, so the client
-        // reads this response instead of a reset.
-        let unread = !self.body.is_done();
+        // Bytes may still be on their way (the rest of the body, or requests pipelined by a
+        // client that did not ask for the close): a closing connection lingers, so the
+        // client reads this response instead of a reset (RFC 9112 §9.6).
+        let unread = !self.body.is_done() || client_may_send || self.may_have_more();
         let mut sent = self.send_response(response, version, is_head, keep_alive, ctx.worker);
         if unread && sent.next == Next::Close && !sent.cut {
             sent.next = Next::Linger;

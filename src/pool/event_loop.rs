@@ -30,7 +30,7 @@ use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
 use crate::server::{listening_poll, AcceptErrors, Shared};
-use crate::transport::Socket;
+use crate::transport::{Socket, Transport};
 use crate::Gateway;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -283,7 +283,11 @@ impl Loop {
 
     /// Closes a connection the loop holds: at once, or through the lingering thread after
     /// an error answer.
+    /// A connection set to end in a reset (a body delimited by the close was cut short)
+    /// never lingers: lingering begins with an orderly end, which would pass the cut body
+    /// off as whole.
     fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
+        let linger = linger && !conn.io.resets_on_close();
         let fd = conn.io.tcp.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         self.slots[token] = Slot::Vacant {
@@ -627,7 +631,7 @@ impl Loop {
             );
             for slot in &self.slots {
                 if let Slot::Live { stream, .. } = slot {
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    crate::transport::abort(stream);
                 }
             }
             // Requests still queued would reach a gateway after `serve` returned: drop them
