@@ -217,9 +217,12 @@ impl Config {
     /// let client = TestClient::with_config(app, Config::default().mount("/api/"));
     /// assert_eq!(client.get("/api/users?x=1").send().body(), "/api /users?x=1");
     /// assert_eq!(client.get("/users").send().body(), "/api /users");
+    ///
+    /// // The prefix is a path: a missing leading `/` is supplied.
+    /// assert_eq!(&*Config::default().mount("api").script_name, "/api");
     /// ```
     pub fn mount(mut self, prefix: &str) -> Self {
-        self.script_name = Arc::from(prefix.trim_end_matches('/'));
+        self.script_name = crate::middleware::normalize_prefix(prefix);
         self
     }
     /// Sets the server name reported to gateways (WSGI's `SERVER_NAME`).

@@ -33,6 +33,6 @@
 mod mount;
 mod validate;
 
-pub(crate) use mount::under_prefix;
 pub use mount::Mount;
+pub(crate) use mount::{normalize_prefix, under_prefix};
 pub use validate::Validate;

@@ -20,6 +20,9 @@ use crate::{Body, Environ, Gateway, Request, Response};
 /// let client = TestClient::new(Mount::new("/api", app));
 /// assert_eq!(client.get("/api/users?x").send().body(), "/api /users");
 /// assert_eq!(client.get("/other").send().status(), 404);
+///
+/// let client = TestClient::new(Mount::new("api/", app));
+/// assert_eq!(client.get("/api/users").send().body(), "/api /users");
 /// ```
 #[derive(Debug)]
 pub struct Mount<G> {
@@ -28,12 +31,23 @@ pub struct Mount<G> {
 }
 
 impl<G: Gateway> Mount<G> {
-    /// Mounts `inner` at `prefix` (a path such as `/api`; a trailing `/` is ignored).
+    /// Mounts `inner` at `prefix` (a path such as `/api`; a trailing `/` is ignored, and a
+    /// missing leading one supplied: `api/` is `/api`).
     pub fn new(prefix: &str, inner: G) -> Self {
         Mount {
-            prefix: Arc::from(prefix.trim_end_matches('/')),
+            prefix: normalize_prefix(prefix),
             inner,
         }
+    }
+}
+
+/// A mount prefix as a path: a leading `/`, no trailing one (`""` for the root).
+pub(crate) fn normalize_prefix(prefix: &str) -> Arc<str> {
+    let prefix = prefix.trim_end_matches('/');
+    match prefix {
+        "" => Arc::from(""),
+        p if p.starts_with('/') => Arc::from(p),
+        p => Arc::from(format!("/{p}")),
     }
 }
 
