@@ -138,7 +138,12 @@ pub struct Config {
     pub script_name: Arc<str>,
     /// The server name reported to gateways (WSGI's `SERVER_NAME`); `None` uses the local IP.
     pub server_name: Option<Arc<str>>,
-    /// Whether to log one access line per request (target `sgi::access`). Default true.
+    /// Whether to log one access line per request: a `tracing` event at `INFO`, target
+    /// `sgi::access`, with fields `peer` (the client's address), `method`, `target`,
+    /// `status`, `bytes` (of the response body sent) and `micros` (from the first byte of
+    /// the request to the last of the response). Requests the server rejects itself (a
+    /// malformed head, a timeout, a `503` from the dev server at its cap) get a line too, with
+    /// `method` and `target` `-` and `rejected = true`. Default true.
     pub access_log: bool,
     /// Whether the [`PoolServer`](crate::PoolServer)'s workers run under Linux's
     /// `SCHED_BATCH` policy. Default true.
@@ -235,7 +240,13 @@ impl Config {
         self.backlog = n;
         self
     }
-    /// Turns the per-request access log on or off.
+    /// Turns the per-request access log on or off (see
+    /// [`access_log`](Config#structfield.access_log) for its fields).
+    ///
+    /// ```
+    /// let config = sgi::Config::default().access_log(false);
+    /// assert!(!config.access_log);
+    /// ```
     pub fn access_log(mut self, on: bool) -> Self {
         self.access_log = on;
         self

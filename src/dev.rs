@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::StatusCode;
 use mio::{Events, Token};
 use parking_lot::Mutex;
 
@@ -311,6 +312,11 @@ struct Shedding {
 impl Shedding {
     fn reject(&mut self, stream: Arc<TcpStream>, linger: &Linger, shared: &Shared, why: &str) {
         shared.stats.rejected_connection();
+        crate::conn::log_rejection(
+            shared,
+            stream.peer_addr().ok(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
         if let Some(shed) = self.warnings.pass() {
             tracing::warn!(reason = why, shed, "shedding load: answering 503");
         }

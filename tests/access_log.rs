@@ -4,12 +4,15 @@
 mod support;
 
 use sgi::Request;
-use support::{agent, config, echo, response, start, target, wait_until, Backend, CapturedLog};
+use support::{
+    agent, config, echo, response, start, target, wait_until, Backend, CapturedLog, Gate,
+};
 
 on_every_backend!(
     access_log_has_a_line_per_request,
     access_log_can_be_turned_off,
     access_log_does_not_change_what_clients_receive,
+    access_log_has_a_line_for_each_request_the_server_rejects,
 );
 
 /// The process-wide log of `sgi::access` lines, installed on first use.
@@ -51,6 +54,54 @@ fn access_log_has_a_line_per_request(backend: Backend) {
         assert!(line.contains(&format!("method={method} ")), "{line}");
         assert!(line.contains("status=200"), "{line}");
     }
+}
+
+fn access_log_has_a_line_for_each_request_the_server_rejects(backend: Backend) {
+    access_log();
+    let server = start(backend, config(), target);
+    // No `Host`: rejected before any gateway sees it.
+    let mut client = server.connect();
+    client.send("GET /no-host HTTP/1.1\r\n\r\n");
+    assert_eq!(client.response().status, 400);
+    // The access line names the client by its plain address, as for requests served.
+    let peer = format!("peer={} ", client.local_addr());
+    wait_until("the rejection is logged", || !lines_with(&peer).is_empty());
+    let line = &lines_with(&peer)[0];
+    assert!(line.contains("status=400"), "{line}");
+    assert!(line.contains("rejected=true"), "{line}");
+    // A request that is served is logged with the same plain address.
+    let mut served = server.connect();
+    served.send("GET /served HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(served.response().status, 200);
+    let peer = format!("peer={} ", served.local_addr());
+    wait_until("the served request is logged", || {
+        lines_with(&peer).iter().any(|l| l.contains("status=200"))
+    });
+}
+
+#[test]
+fn access_log_has_a_line_for_each_503_the_dev_server_sheds() {
+    access_log();
+    let gate = Gate::new();
+    let server = start(Backend::Dev, config().max_connections(1), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            gate.pass();
+            target(req)
+        }
+    });
+    let mut held = server.connect();
+    held.send("GET /held HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    gate.wait_for_waiting(1);
+    let mut over = server.connect();
+    over.send("GET /over HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(over.response().status, 503);
+    let peer = format!("peer={} ", over.local_addr());
+    wait_until("the 503 is logged", || {
+        lines_with(&peer).iter().any(|l| l.contains("status=503"))
+    });
+    gate.open();
+    assert_eq!(held.response().text(), "/held");
 }
 
 fn access_log_can_be_turned_off(backend: Backend) {

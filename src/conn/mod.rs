@@ -277,6 +277,7 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn abandon(&mut self, status: StatusCode, shared: &Shared) -> Wait {
         if !self.only_blank() {
             shared.stats.rejected_request();
+            log_rejection(shared, self.peer, status);
             let _ = self.send_error(status, Version::HTTP_11);
         }
         Wait::Abandoned
@@ -289,6 +290,7 @@ impl<T: Transport> Conn<T> {
             return false;
         }
         shared.stats.rejected_request();
+        log_rejection(shared, self.peer, status);
         self.write_error_now(status);
         true
     }
@@ -465,7 +467,7 @@ impl<T: Transport> Conn<T> {
         if let Some((method, uri)) = log {
             tracing::info!(
                 target: "sgi::access",
-                peer = ?self.peer,
+                peer = %Peer(self.peer),
                 %method,
                 target = %uri,
                 status = sent.status.as_u16(),
@@ -488,6 +490,7 @@ impl<T: Transport> Conn<T> {
     fn reject<G>(&mut self, ctx: &Ctx<'_, G>, error: Error) -> Next {
         tracing::debug!(peer = ?self.peer, %error, "rejecting request");
         ctx.shared.stats.rejected_request();
+        log_rejection(ctx.shared, self.peer, error.status());
         let _ = self.send_error(error.status(), Version::HTTP_11);
         Next::Linger
     }
@@ -596,4 +599,31 @@ fn declares_body(head: &[u8]) -> bool {
             |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
         starts(b"content-length:") || starts(b"transfer-encoding:")
     })
+}
+
+/// A peer address in the access log: the address, or `-` when unknown.
+pub(crate) struct Peer(pub(crate) Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The access line for an answer the server gave on its own, before any gateway saw the
+/// request (its method and target, which may not even parse, are logged as `-`).
+pub(crate) fn log_rejection(shared: &Shared, peer: Option<SocketAddr>, status: StatusCode) {
+    if shared.config.access_log {
+        tracing::info!(
+            target: "sgi::access",
+            peer = %Peer(peer),
+            method = "-",
+            target = "-",
+            status = status.as_u16(),
+            rejected = true,
+        );
+    }
 }
