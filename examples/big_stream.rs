@@ -23,22 +23,11 @@ const PIECE: usize = 64 * 1024;
 static BUFFER: [u8; PIECE] = [b'x'; PIECE];
 
 fn main() -> std::io::Result<()> {
-    let args = common::args();
-    let mut length = false;
-    let mut pieces: u64 = 16 * 1024;
-    let mut rest = args.rest.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--length" => length = true,
-            "--pieces" => {
-                pieces = rest
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .expect("--pieces takes a number")
-            }
-            other => panic!("unknown argument {other:?} (--length, --pieces N)"),
-        }
-    }
+    const USAGE: &str = "[--length] [--pieces N]";
+    let mut args = common::args();
+    let length = args.take_flag("--length");
+    let pieces: u64 = args.take_value("--pieces", USAGE).unwrap_or(16 * 1024);
+    args.finish(USAGE);
     let total = pieces * PIECE as u64;
     let big = gateway_fn(move |_req| {
         let piece = Bytes::from_static(&BUFFER);

@@ -64,5 +64,6 @@ fn echo(mut req: Request<'_>) -> Response {
 
 fn main() -> std::io::Result<()> {
     let args = common::args();
+    args.finish("");
     common::serve(&args, Config::default(), echo)
 }

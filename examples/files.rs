@@ -1,10 +1,14 @@
 //! Serves the files under a directory (the crate root, or `--root DIR`) with
-//! [`Body::from_file`], which the server sends with `sendfile`. A directory answers with its
-//! `index.html`, else a plain-text listing. The server answers `HEAD` itself.
+//! [`Body::from_file`], which the server sends in 256 KiB pieces straight from the file. A
+//! `Range: bytes=...` request for one range gets `206 Partial Content` with
+//! [`Body::from_file_range`] (`416` if the range lies past the end; several ranges, or one
+//! that does not parse, get the whole file, as RFC 9110 §14.2 allows). A directory answers
+//! with its `index.html`, else a plain-text listing. The server answers `HEAD` itself.
 //!
 //! ```sh
 //! cargo run --release --example files -- --port 8000 --root ./target/doc
 //! curl -I http://127.0.0.1:8000/Cargo.toml
+//! curl -r 0-99 http://127.0.0.1:8000/Cargo.toml
 //! ```
 
 mod common;
@@ -13,7 +17,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sgi::http::header::{ALLOW, CONTENT_TYPE};
+use sgi::http::header::{ACCEPT_RANGES, ALLOW, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use sgi::http::{Method, StatusCode};
 use sgi::{Body, Config, Request, Response};
 
@@ -30,6 +34,7 @@ impl Files {
                 .insert(ALLOW, "GET, HEAD".parse().unwrap());
             return res;
         }
+        let range = req.headers().get(RANGE).and_then(|r| r.to_str().ok());
         let Some(relative) = relative_path(req.uri().path()) else {
             return status(StatusCode::BAD_REQUEST);
         };
@@ -47,9 +52,9 @@ impl Files {
             if !index.is_file() {
                 return listing(&path).unwrap_or_else(io_error);
             }
-            return file(&index).unwrap_or_else(io_error);
+            return file(&index, range).unwrap_or_else(io_error);
         }
-        file(&path).unwrap_or_else(io_error)
+        file(&path, range).unwrap_or_else(io_error)
     }
 }
 
@@ -88,12 +93,75 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn file(path: &Path) -> io::Result<Response> {
-    let body = Body::from_file(File::open(path)?)?;
-    Ok(sgi::http::Response::builder()
-        .header(CONTENT_TYPE, content_type(path))
-        .body(body)
-        .unwrap())
+fn file(path: &Path, range: Option<&str>) -> io::Result<Response> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let res = sgi::http::Response::builder().header(ACCEPT_RANGES, "bytes");
+    let res = match range.map(|r| Wanted::parse(r, size)) {
+        None | Some(Wanted::Whole) => res
+            .header(CONTENT_TYPE, content_type(path))
+            .body(Body::from_file(file)?),
+        Some(Wanted::Range(first, last)) => res
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(CONTENT_TYPE, content_type(path))
+            .header(CONTENT_RANGE, format!("bytes {first}-{last}/{size}"))
+            .body(Body::from_file_range(file, first, last - first + 1)?),
+        Some(Wanted::Unsatisfiable) => res
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(CONTENT_RANGE, format!("bytes */{size}"))
+            .body(Body::from("416 Range Not Satisfiable\n")),
+    };
+    Ok(res.unwrap())
+}
+
+/// What a `Range` header asks of a file of `size` bytes (RFC 9110 §14.1.2).
+#[derive(Debug, PartialEq)]
+enum Wanted {
+    /// The whole file: no usable single byte range (the header may be ignored).
+    Whole,
+    /// Bytes `first..=last`.
+    Range(u64, u64),
+    /// A range that starts past the end (or a zero suffix): `416`.
+    Unsatisfiable,
+}
+
+impl Wanted {
+    fn parse(header: &str, size: u64) -> Wanted {
+        let Some(spec) = header.trim().strip_prefix("bytes=") else {
+            return Wanted::Whole;
+        };
+        if spec.contains(',') {
+            return Wanted::Whole; // several ranges: the whole file is a valid answer
+        }
+        let Some((first, last)) = spec.trim().split_once('-') else {
+            return Wanted::Whole;
+        };
+        let number = |s: &str| -> Option<u64> {
+            let s = s.trim();
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+        };
+        match (number(first), last.trim().is_empty()) {
+            // `-n`: the last n bytes.
+            (None, false) if first.trim().is_empty() => match number(last) {
+                Some(0) => Wanted::Unsatisfiable,
+                Some(n) if size > 0 => Wanted::Range(size.saturating_sub(n), size - 1),
+                Some(_) => Wanted::Unsatisfiable,
+                None => Wanted::Whole,
+            },
+            // `a-`: from a to the end.
+            (Some(a), true) if a < size => Wanted::Range(a, size - 1),
+            (Some(_), true) => Wanted::Unsatisfiable,
+            // `a-b`
+            (Some(a), false) => match number(last) {
+                Some(b) if b < a => Wanted::Whole, // invalid: ignored
+                Some(_) if a >= size => Wanted::Unsatisfiable,
+                Some(b) => Wanted::Range(a, b.min(size - 1)),
+                None => Wanted::Whole,
+            },
+            _ => Wanted::Whole,
+        }
+    }
 }
 
 fn listing(dir: &Path) -> io::Result<Response> {
@@ -149,15 +217,12 @@ fn status(code: StatusCode) -> Response {
 }
 
 fn main() -> std::io::Result<()> {
-    let args = common::args();
-    let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut rest = args.rest.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--root" => root = rest.next().expect("--root needs a value").into(),
-            other => panic!("unknown argument {other:?} (--root DIR)"),
-        }
-    }
+    const USAGE: &str = "[--root DIR]";
+    let mut args = common::args();
+    let root = args
+        .take_value::<PathBuf>("--root", USAGE)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    args.finish(USAGE);
     let files = Files {
         root: root.canonicalize()?,
     };

@@ -14,13 +14,12 @@ use sgi::http::header::CONTENT_TYPE;
 use sgi::{gateway_fn, Body, Config};
 
 fn main() -> std::io::Result<()> {
-    let args = common::args();
+    const USAGE: &str = "[--sleep-ms N]";
+    let mut args = common::args();
     let sleep = args
-        .rest
-        .iter()
-        .position(|a| a == "--sleep-ms")
-        .and_then(|i| args.rest.get(i + 1))
-        .map(|ms| Duration::from_millis(ms.parse().expect("--sleep-ms takes a number")));
+        .take_value("--sleep-ms", USAGE)
+        .map(Duration::from_millis);
+    args.finish(USAGE);
     let hello = gateway_fn(move |_req| {
         if let Some(pause) = sleep {
             std::thread::sleep(pause);

@@ -76,5 +76,6 @@ fn matches_etag(headers: &HeaderMap) -> bool {
 
 fn main() -> std::io::Result<()> {
     let args = common::args();
+    args.finish("");
     common::serve(&args, Config::default(), statuses)
 }

@@ -33,5 +33,6 @@ fn streaming(_req: Request<'_>) -> Response {
 
 fn main() -> std::io::Result<()> {
     let args = common::args();
+    args.finish("");
     common::serve(&args, Config::default(), streaming)
 }

@@ -9,7 +9,53 @@ pub struct Args {
     pub bind: String,
     pub server: String,
     pub workers: Option<usize>,
+    /// The example's own flags, for it to take with [`Args::take_value`] and
+    /// [`Args::take_flag`]; [`Args::finish`] then rejects whatever is left.
     pub rest: Vec<String>,
+}
+
+/// The flags every example takes.
+const COMMON_USAGE: &str =
+    "[--bind ADDR | --port N] [--server dev|pool | --dev | --pool] [--workers N]";
+
+/// Prints what went wrong and the usage, and exits with status 2.
+pub fn usage_error(problem: &str, own_usage: &str) -> ! {
+    let program = std::env::args().next().unwrap_or_else(|| "example".into());
+    let program = program.rsplit('/').next().unwrap_or(&program).to_string();
+    eprintln!("{program}: {problem}\nusage: {program} {COMMON_USAGE} {own_usage}");
+    std::process::exit(2)
+}
+
+impl Args {
+    /// Takes `--name VALUE` from the example's own flags, parsed.
+    #[allow(dead_code)] // not every example has flags of its own
+    pub fn take_value<T: std::str::FromStr>(&mut self, name: &str, own_usage: &str) -> Option<T> {
+        let i = self.rest.iter().position(|a| a == name)?;
+        if i + 1 >= self.rest.len() {
+            usage_error(&format!("{name} needs a value"), own_usage);
+        }
+        let value = self.rest.remove(i + 1);
+        self.rest.remove(i);
+        match value.parse() {
+            Ok(v) => Some(v),
+            Err(_) => usage_error(&format!("{name}: cannot use {value:?}"), own_usage),
+        }
+    }
+
+    /// Takes `--name` from the example's own flags; whether it was there.
+    #[allow(dead_code)]
+    pub fn take_flag(&mut self, name: &str) -> bool {
+        let before = self.rest.len();
+        self.rest.retain(|a| a != name);
+        self.rest.len() != before
+    }
+
+    /// Rejects flags nobody took (a typo must not run with the defaults).
+    pub fn finish(&self, own_usage: &str) {
+        if let Some(unknown) = self.rest.first() {
+            usage_error(&format!("unknown argument {unknown:?}"), own_usage);
+        }
+    }
 }
 
 pub fn args() -> Args {
@@ -21,22 +67,31 @@ pub fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .unwrap_or_else(|| usage_error(&format!("{name} needs a value"), "..."))
+        };
         match arg.as_str() {
             "--bind" => args.bind = value("--bind"),
             "--port" => args.bind = format!("127.0.0.1:{}", value("--port")),
-            "--server" => args.server = value("--server"),
+            "--server" => {
+                args.server = value("--server");
+                if args.server != "dev" && args.server != "pool" {
+                    let problem = format!("--server {:?}: dev or pool", args.server);
+                    usage_error(&problem, "...");
+                }
+            }
             "--pool" => args.server = "pool".into(),
             "--dev" => args.server = "dev".into(),
-            "--workers" => {
-                args.workers = Some(
-                    value("--workers")
-                        .parse()
-                        .expect("--workers takes a number"),
-                )
-            }
+            "--workers" => match value("--workers").parse() {
+                Ok(n) if n > 0 => args.workers = Some(n),
+                _ => usage_error("--workers takes a number above 0", "..."),
+            },
             _ => args.rest.push(arg),
         }
+    }
+    if args.server == "dev" && args.workers.is_some() {
+        eprintln!("note: --workers is for the pool; the dev server runs a thread per connection");
     }
     args
 }
@@ -64,7 +119,7 @@ pub fn serve<G: Gateway>(args: &Args, config: Config, gateway: G) -> std::io::Re
             announce(server.local_addr(), server.handle());
             server.serve(gateway)
         }
-        other => panic!("unknown --server {other:?} (dev or pool)"),
+        other => usage_error(&format!("--server {other:?}: dev or pool"), "..."),
     }
 }
 
