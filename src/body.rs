@@ -89,7 +89,9 @@ impl Body {
 
     /// `len` bytes of a file from byte `start`, sent like [`Body::from_file`]: the body of
     /// a `206 Partial Content` answer to a `Range` request. A range that runs past the
-    /// file's end stops at the end.
+    /// file's end stops at the end; one that starts at or past it is empty, and the answer
+    /// to such a request is the gateway's to give (`416 Range Not Satisfiable`, as the
+    /// `files` example does).
     ///
     /// ```
     /// use std::io::Write;
@@ -163,6 +165,12 @@ impl Body {
     /// `Body::from_iter` of the result. A whole body is one piece; a reader or a file is
     /// read in pieces here (so it no longer goes out from the file directly).
     ///
+    /// `Body::from_iter` of the pieces has no length of its own, so it goes out chunked
+    /// (and a `HEAD` answer loses its `Content-Length`). A middleware that keeps the length
+    /// (it does not change the bytes' count) says so with a `Content-Length` of
+    /// [`len`](Self::len), taken before: on a streamed body the server takes it as a
+    /// promise, and sends the body unchunked.
+    ///
     /// ```
     /// use sgi::{Body, Request, Response, TestClient};
     ///
@@ -176,6 +184,21 @@ impl Body {
     ///     })
     /// };
     /// assert_eq!(TestClient::new(shout).get("/").send().body(), "AB");
+    ///
+    /// // The same, keeping a known length.
+    /// let app = |_req: Request<'_>| Response::new(Body::from("ab"));
+    /// let shout = move |req: Request<'_>| {
+    ///     let (mut parts, body) = app(req).into_parts();
+    ///     if let Some(len) = body.len() {
+    ///         parts.headers.insert(sgi::http::header::CONTENT_LENGTH, len.into());
+    ///     }
+    ///     let body = Body::from_iter(body.into_pieces().map(|piece| {
+    ///         piece.map(|p| p.to_ascii_uppercase().into())
+    ///     }));
+    ///     Response::from_parts(parts, body)
+    /// };
+    /// let res = TestClient::new(shout).head("/").send();
+    /// assert_eq!(res.headers()["content-length"], "2");
     /// ```
     pub fn into_pieces(self) -> Box<dyn Iterator<Item = io::Result<Bytes>> + Send> {
         match self.kind {

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Size limits on what a client may send. The defaults follow Gunicorn's.
+/// Size limits on what a client may send. The request line, field count and field line
+/// limits are Gunicorn's (4094, 100 and 8190 bytes).
 ///
 /// ```
 /// let limits = sgi::Limits { max_body: Some(1 << 20), ..Default::default() };
@@ -64,6 +65,12 @@ pub struct Timeouts {
     /// (time spent waiting on a slow client is not counted; `write` bounds that). The dev
     /// server's thread per connection needs no replacement and reports nothing. Default
     /// 60 s.
+    ///
+    /// A long-lived stream (server-sent events, long polling) whose iterator waits for its
+    /// next event counts as gateway code running: set this above the longest wait between
+    /// two pieces (a heartbeat piece every few seconds keeps it short), or such a stream is
+    /// reported stuck and its worker replaced. Each such stream also holds a pool worker
+    /// for its whole life, so size `workers` for them.
     pub request: Duration,
     /// How long a graceful shutdown lets in-flight requests finish. Default 30 s.
     pub shutdown: Duration,

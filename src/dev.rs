@@ -138,6 +138,11 @@ impl DevServer {
     }
 
     /// Serves `gateway` until [`Handle::shutdown`]; blocks.
+    ///
+    /// Returns once every connection is closed, or cut at the shutdown deadline. Connection
+    /// threads are not joined: one still inside the gateway past the deadline ends when the
+    /// gateway returns (a thread cannot be stopped from outside), so the gateway may be
+    /// dropped after `serve` has returned.
     pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
         let DevServer { listener, shared } = self;
         let config = &shared.config;

@@ -14,9 +14,24 @@ pub(crate) trait Source {
 ///
 /// It reads exactly the body the request declared, decoding `Content-Length` or chunked
 /// framing, and returns end-of-file after it: a gateway can never read into the next request.
-/// If the client sent `Expect: 100-continue`, the first read sends `100 Continue`. A body over
-/// [`Limits::max_body`](crate::Limits) fails the read with `InvalidData`, and the server
-/// answers `413`. A body left unread is drained (or the connection closed) by the server.
+/// If the client sent `Expect: 100-continue`, the first read sends `100 Continue`. A body left
+/// unread is drained (or the connection closed) by the server.
+///
+/// A read that fails because of the client decides the answer: whatever response the
+/// gateway then returns is replaced by the server's own, and the connection closes. The
+/// [`Error`](crate::Error) inside the `io::Error` tells the cases apart
+/// (`e.get_ref().and_then(|e| e.downcast_ref::<sgi::Error>())`):
+///
+/// | the client | `io::ErrorKind` | [`Error`](crate::Error) | the server answers |
+/// |---|---|---|---|
+/// | sends more than [`Limits::max_body`](crate::Limits) | `InvalidData` | `BodyTooLarge` | `413` |
+/// | breaks the chunked coding | `InvalidData` | `BadChunk` | `400` |
+/// | sends trailers over the head limits | `InvalidData` | `HeadTooLarge` | `431` |
+/// | pauses past [`Timeouts::body`](crate::Timeouts) | `TimedOut` | `Timeout` | `408` |
+/// | closes before the body's end | `UnexpectedEof` | `Incomplete` | nothing (it is gone) |
+///
+/// A body whose declared `Content-Length` is over `max_body` is refused with `413` before
+/// the gateway is called at all.
 ///
 /// ```
 /// use std::io::Read;

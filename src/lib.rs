@@ -64,6 +64,8 @@ mod server;
 mod transport;
 
 pub mod dev;
+// Public for the benches and fuzz targets outside the crate; not part of the stable API.
+#[doc(hidden)]
 pub mod http1;
 pub mod middleware;
 pub mod pool;

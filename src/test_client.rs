@@ -39,7 +39,8 @@ impl std::fmt::Debug for TestClient {
 }
 
 impl TestClient {
-    /// A client for `gateway` with the default [`Config`].
+    /// A client for `gateway` with the default [`Config`], but for the access log, which is
+    /// off (use [`with_config`](Self::with_config) to test with it).
     pub fn new<G: Gateway>(gateway: G) -> TestClient {
         Self::with_config(gateway, Config::default().access_log(false))
     }
@@ -178,7 +179,7 @@ pub struct TestRequest<'c> {
 
 impl TestRequest<'_> {
     /// Adds a header field (repeat to send a field more than once). `name` may be a `&str`
-    /// or an `http` [`HeaderName`](http::HeaderName) such as `header::CONTENT_TYPE`.
+    /// or an `http` [`HeaderName`] such as `header::CONTENT_TYPE`.
     pub fn header(mut self, name: impl AsRef<str>, value: &str) -> Self {
         self.headers
             .push((name.as_ref().to_string(), value.to_string()));

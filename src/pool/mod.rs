@@ -76,6 +76,11 @@ impl PoolServer {
 
     /// Serves `gateway` until [`Handle::shutdown`]; blocks, keeping the pool (see the
     /// [module](self) notes) on the calling thread.
+    ///
+    /// Returns once every connection is closed, or cut at the shutdown deadline. The
+    /// worker threads are not joined: idle ones leave a moment later, and one still inside
+    /// the gateway past the deadline leaves when the gateway returns (a thread cannot be
+    /// stopped from outside), so the gateway may be dropped after `serve` has returned.
     pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
         event_loop::run(self.listener, self.shared, Arc::new(gateway))
     }
