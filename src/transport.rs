@@ -5,14 +5,10 @@
 //! block, so the common small request costs no mode-switching system calls.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Piece size for file bodies.
-const FILE_CHUNK: usize = 256 * 1024;
 
 pub(crate) trait Transport: Send {
     /// Reads, waiting up to `timeout` for bytes (`TimedOut` after it).
@@ -35,8 +31,6 @@ pub(crate) trait Transport: Send {
     }
     /// Writes, waiting up to the write timeout for room (`TimedOut` after it).
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-    /// Sends `len` bytes of `file` from its position.
-    fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64>;
 }
 
 /// Writes every byte of `bufs`.
@@ -174,27 +168,6 @@ impl Transport for Socket {
         }
         (&*self.tcp).write_vectored(bufs).map_err(timed_out)
     }
-
-    fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
-        // std's io::copy moves File -> TcpStream through an 8 KiB buffer here (no sendfile
-        // without unsafe code), so large pieces are read and written by hand: a quarter
-        // of the system calls per byte of a 64 KiB loop, a thirty-second of std's.
-        self.blocking()?;
-        let mut buf = vec![0u8; FILE_CHUNK.min(len.max(1) as usize)];
-        let mut sent = 0u64;
-        while sent < len {
-            let want = buf.len().min((len - sent) as usize);
-            let n = match file.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            write_all_wait(self, &mut [IoSlice::new(&buf[..n])])?;
-            sent += n as u64;
-        }
-        Ok(sent)
-    }
 }
 
 /// Cuts a connection at once, with a reset: its client sees the connection fail rather than
@@ -282,9 +255,5 @@ impl Transport for Memory {
 
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.output.write_vectored(bufs)
-    }
-
-    fn send_file(&mut self, file: &mut File, len: u64) -> io::Result<u64> {
-        io::copy(&mut file.take(len), &mut self.output)
     }
 }

@@ -47,6 +47,7 @@ on_every_backend!(
     gateway_panic_is_answered_500_and_the_server_goes_on,
     failing_iterator_body_aborts_the_connection,
     a_body_failing_before_its_first_byte_is_answered_500,
+    a_file_that_cannot_be_read_is_answered_500,
     panicking_body_reader_aborts_the_connection_and_frees_it,
     streamed_body_shorter_than_its_content_length_aborts_the_connection,
     an_answer_never_waits_on_an_upload_it_left_unread,
@@ -89,6 +90,27 @@ fn fails_midway(_req: Request<'_>) -> Response {
         Ok("partial".into()),
         Err(io::Error::other("the database went away")),
     ]))
+}
+
+fn a_file_that_cannot_be_read_is_answered_500(backend: Backend) {
+    let path =
+        std::env::temp_dir().join(format!("sgi-unreadable-{}-{backend:?}", std::process::id()));
+    std::fs::write(&path, [b'x'; 100]).unwrap();
+    let server = start(backend, config(), {
+        let path = path.clone();
+        move |_req: Request<'_>| {
+            // Open for writing only: it has a length, but every read fails.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            Response::new(Body::from_file(file).unwrap())
+        }
+    });
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The head waits for the file's first piece, so nothing has gone out yet.
+    let reply = client.response();
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+    let _ = std::fs::remove_file(&path);
 }
 
 fn a_failed_body_delimited_by_the_close_ends_in_a_reset(backend: Backend) {

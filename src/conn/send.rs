@@ -20,6 +20,8 @@ use crate::Response;
 const COPY_LIMIT: usize = 16 * 1024;
 /// Read size for reader bodies.
 const READ_CHUNK: usize = 64 * 1024;
+/// Piece size for file bodies: a quarter of the system calls per byte of a 64 KiB loop.
+const FILE_CHUNK: usize = 256 * 1024;
 
 pub(crate) struct Sent {
     /// The status sent (the server's `500` if it replaced the gateway's response).
@@ -196,8 +198,25 @@ impl<T: Transport> Conn<T> {
                 Ok(n)
             }
             Kind::File(mut file, len) => {
-                self.flush().map_err(Abort::Io)?;
-                let sent = self.io.send_file(&mut file, len).map_err(Abort::Io)?;
+                // Large pieces, read and written by hand: std's io::copy would move them
+                // through an 8 KiB buffer (no sendfile without unsafe code). The head goes
+                // out with the first piece, so a file that cannot be read has sent nothing
+                // and still gets a clean 500.
+                let mut buf = vec![0u8; FILE_CHUNK.min(len.max(1) as usize)];
+                let mut sent = 0u64;
+                while sent < len {
+                    let want = buf.len().min((len - sent) as usize);
+                    let n = match file.read(&mut buf[..want]) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            return Err(Abort::Gateway(format!("reading the file failed: {e}")))
+                        }
+                    };
+                    self.write_out_wait(&buf[..n], b"").map_err(Abort::Io)?;
+                    sent += n as u64;
+                }
                 if sent < len {
                     return Err(Abort::Gateway(format!(
                         "file ended after {sent} of {len} bytes"
