@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sgi::{Body, Config, Handle, Request, RequestExt, Response, Timeouts};
+use sgi::{Body, Config, Handle, Limits, Request, RequestExt, Response, Timeouts};
 use support::{agent, config, echo, environ, response, start, target, wait_until, Backend, Gate};
 
 on_every_backend!(
@@ -29,6 +29,7 @@ on_every_backend!(
     shutdown_cuts_a_body_delimited_by_the_close_with_a_reset,
     shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it,
     extreme_timeouts_are_taken_as_never_or_at_once_without_failing,
+    extreme_limits_are_taken_as_no_limit_without_failing,
 );
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -71,6 +72,35 @@ fn extreme_timeouts_are_taken_as_never_or_at_once_without_failing(backend: Backe
     client.send("GET /two HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.response().text(), "/two");
     drop((client, bad));
+    server.stop().expect("serve returns Ok");
+}
+
+fn extreme_limits_are_taken_as_no_limit_without_failing(backend: Backend) {
+    // The largest value is a natural way to say "no limit": no sum may overflow with it,
+    // and no storage may be sized by it.
+    let mut config = config();
+    config.limits = Limits {
+        max_request_line: usize::MAX,
+        max_headers: usize::MAX,
+        max_header_field: usize::MAX,
+        max_head: usize::MAX,
+        max_body: None,
+        max_buffered_body: usize::MAX,
+    };
+    let server = start(backend, config, echo);
+    let mut client = server.connect();
+    for _ in 0..2 {
+        client.send("GET /one HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(client.response().text(), "GET /one\n");
+        // Past the pool's usual buffered-body size: read by the event loop all the same.
+        let body = "b".repeat(70_000);
+        client.send(format!(
+            "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(client.response().text(), format!("POST /two\n{body}"));
+    }
+    drop(client);
     server.stop().expect("serve returns Ok");
 }
 

@@ -56,6 +56,7 @@ on_every_backend!(
     a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it,
     a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it,
     a_panic_dropping_an_unsent_body_spares_the_response,
+    a_panic_dropping_a_body_sent_whole_spares_the_connection,
 );
 
 fn an_answer_never_waits_on_an_upload_it_left_unread(backend: Backend) {
@@ -211,6 +212,35 @@ fn a_panic_dropping_an_unsent_body_spares_the_response(backend: Backend) {
     // HEAD sends no body, so the body is only dropped; the answer and the connection stay.
     client.send("HEAD /panics HTTP/1.1\r\nHost: x\r\n\r\nGET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.head_response().status, 200);
+    assert_eq!(client.response().text(), "fine");
+}
+
+fn a_panic_dropping_a_body_sent_whole_spares_the_connection(backend: Backend) {
+    struct PanicsOnDrop(Option<&'static str>);
+    impl Iterator for PanicsOnDrop {
+        type Item = io::Result<bytes::Bytes>;
+        fn next(&mut self) -> Option<Self::Item> {
+            self.0.take().map(|s| Ok(s.into()))
+        }
+    }
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a body drop panic the test asked for");
+        }
+    }
+    let server = start(backend, config(), |req: Request<'_>| {
+        match req.uri().path() {
+            "/panics" => Response::new(Body::from_iter(PanicsOnDrop(Some("whole")))),
+            _ => Response::new(Body::from("fine")),
+        }
+    });
+    let mut client = server.connect();
+    // The body went out whole before its drop panicked: the answer stands, and so does the
+    // connection, with the request pipelined behind it.
+    client.send("GET /panics HTTP/1.1\r\nHost: x\r\n\r\nGET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.text(), "whole");
+    assert!(!reply.closes(), "{reply:?}");
     assert_eq!(client.response().text(), "fine");
 }
 

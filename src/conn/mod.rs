@@ -147,7 +147,10 @@ impl<T: Transport> Conn<T> {
     /// once the client has closed its side.
     pub(crate) fn read_available(&mut self, shared: &Shared) -> io::Result<bool> {
         let limits = &shared.config.limits;
-        let max = limits.max_head + limits.max_buffered_body + 1;
+        let max = limits
+            .max_head
+            .saturating_add(limits.max_buffered_body)
+            .saturating_add(1);
         loop {
             if self.head_len.is_some() && !self.awaits_body(shared) {
                 return Ok(true);
@@ -239,7 +242,7 @@ impl<T: Transport> Conn<T> {
     /// Blocks until a complete head is buffered, within the idle and head timeouts.
     pub(crate) fn wait_head<G>(&mut self, ctx: &Ctx<'_, G>) -> Wait {
         let timeouts = &ctx.shared.config.timeouts;
-        let max = ctx.shared.config.limits.max_head + 1;
+        let max = ctx.shared.config.limits.max_head.saturating_add(1);
         loop {
             let timeout = match self.head(ctx.shared) {
                 Head::Ready => return Wait::Ready,

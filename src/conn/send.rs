@@ -241,7 +241,9 @@ impl<T: Transport> Conn<T> {
                         break;
                     }
                 }
-                self.finish_stream(sent, declared, chunked)
+                let done = self.finish_stream(sent, declared, chunked);
+                drop_sent(iter);
+                done
             }
             Kind::Reader(mut reader, _) => {
                 let mut sent = 0;
@@ -258,7 +260,9 @@ impl<T: Transport> Conn<T> {
                         break;
                     }
                 }
-                self.finish_stream(sent, declared, chunked)
+                let done = self.finish_stream(sent, declared, chunked);
+                drop_sent(reader);
+                done
             }
         }
     }
@@ -353,6 +357,14 @@ impl<T: Transport> Conn<T> {
 /// take the response that replaces or goes without it.
 fn drop_unsent(body: crate::Body) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
+}
+
+/// Drops a streamed body's source once it is all sent: a panic in its `Drop` is the
+/// gateway's bug, but the answer is whole, so it is logged and the connection goes on.
+fn drop_sent<T>(source: T) {
+    if catch_unwind(AssertUnwindSafe(move || drop(source))).is_err() {
+        tracing::error!("a response body panicked when dropped after it was sent whole");
+    }
 }
 
 /// The server owns framing and hop-by-hop fields; a gateway setting them is told why they

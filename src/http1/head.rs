@@ -167,13 +167,16 @@ fn later_minor_version(head: &[u8]) -> Option<usize> {
 
 fn parse_with_storage(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
     const STACK: usize = 128;
-    if limits.max_headers < STACK {
+    // A field line takes at least three bytes (`a:` and a line end), so this head holds
+    // no more fields than this: a huge `max_headers` must not size the storage.
+    let room = limits.max_headers.min(head.len() / 3 + 1);
+    if room < STACK {
         // Left uninitialized: httparse writes only the fields it finds.
         let mut storage = [const { MaybeUninit::uninit() }; STACK];
-        parse_complete(head, &mut storage[..limits.max_headers], limits)
+        parse_complete(head, &mut storage[..room], limits)
     } else {
-        let mut storage = Vec::with_capacity(limits.max_headers);
-        storage.resize_with(limits.max_headers, MaybeUninit::uninit);
+        let mut storage = Vec::with_capacity(room);
+        storage.resize_with(room, MaybeUninit::uninit);
         parse_complete(head, &mut storage, limits)
     }
 }

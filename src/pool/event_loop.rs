@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
@@ -332,6 +333,51 @@ impl Loop {
 
     /// Reads what a parked connection has; dispatches it once its head is complete.
     fn read(&mut self, token: usize, ended: bool) {
+        self.isolated(token, |lp| lp.read_inner(token, ended));
+    }
+
+    /// Runs `work` on one connection so that a panic in it (a bug in head parsing, say)
+    /// costs that connection only: it is closed, and the loop, whose state the whole pool
+    /// shares, goes on.
+    fn isolated(&mut self, token: usize, work: impl FnOnce(&mut Self)) {
+        let Err(panic) = catch_unwind(AssertUnwindSafe(|| work(self))) else {
+            return;
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "the event loop panicked on a connection; closing it");
+        match self.slots.get_mut(token) {
+            Some(Slot::Live { conn: Some(_), .. }) => {
+                if let Some(conn) = self.take(token) {
+                    self.close(token, conn, false);
+                }
+            }
+            // The connection was dropped in the unwind; its slot and socket remain.
+            Some(Slot::Live {
+                conn: None, stream, ..
+            }) => {
+                let stream = stream.clone();
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&stream.as_raw_fd()));
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                self.slots[token] = Slot::Vacant {
+                    next_free: self.free,
+                };
+                self.free = token;
+                self.open -= 1;
+                self.shared.stats.open.store(self.open, Relaxed);
+                self.accepting = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn read_inner(&mut self, token: usize, ended: bool) {
         let Some(mut conn) = self.take(token) else {
             return;
         };
@@ -469,6 +515,10 @@ impl Loop {
     /// Writes what a connection's answer still has unsent; once it is all out, the
     /// connection goes on as its worker decided.
     fn write_unsent(&mut self, token: usize) {
+        self.isolated(token, |lp| lp.write_unsent_inner(token));
+    }
+
+    fn write_unsent_inner(&mut self, token: usize) {
         let Some(mut conn) = self.take(token) else {
             return;
         };
