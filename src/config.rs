@@ -67,10 +67,10 @@ pub struct Timeouts {
     /// 60 s.
     ///
     /// A long-lived stream (server-sent events, long polling) whose iterator waits for its
-    /// next event counts as gateway code running: set this above the longest wait between
-    /// two pieces (a heartbeat piece every few seconds keeps it short), or such a stream is
-    /// reported stuck and its worker replaced. Each such stream also holds a pool worker
-    /// for its whole life, so size `workers` for them.
+    /// next event counts as gateway code running, unless it waits through
+    /// [`sgi::waiting`](crate::waiting); otherwise such a stream is reported stuck and its
+    /// worker replaced. Each such stream also holds a pool worker for its whole life, so
+    /// size `workers` for them.
     pub request: Duration,
     /// How long a graceful shutdown lets in-flight requests finish. Default 30 s.
     pub shutdown: Duration,

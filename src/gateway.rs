@@ -14,6 +14,39 @@ pub type Request<'a> = http::Request<Input<'a>>;
 /// The response a gateway returns: status, headers and a [`Body`].
 pub type Response = http::Response<Body>;
 
+/// Runs `wait`, a gateway's wait on something outside the server (the next event of a
+/// long-lived stream, a message from a queue), without it counting as the gateway's run
+/// time: the [`PoolServer`](crate::PoolServer) does not report a gateway stuck
+/// ([`Timeouts::request`](crate::Timeouts)) while it waits here, however long. Elsewhere
+/// (the dev server, a test client, a thread of the gateway's own) it just runs `wait`.
+///
+/// Each piece of a streamed body is timed as the gateway's code; a server-sent events
+/// stream that waits for its next event would be reported stuck without this:
+///
+/// ```
+/// use std::sync::mpsc;
+/// use sgi::{Body, Request, Response, TestClient};
+///
+/// let app = |_req: Request<'_>| {
+///     let (events, next) = mpsc::channel::<String>();
+///     std::thread::spawn(move || {
+///         for n in 1..=2 {
+///             events.send(format!("data: {n}\n\n")).unwrap();
+///         }
+///     });
+///     let stream = std::iter::from_fn(move || sgi::waiting(|| next.recv().ok()));
+///     let mut res = Response::new(Body::from_iter(stream.map(|event| Ok(event.into()))));
+///     res.headers_mut()
+///         .insert("content-type", "text/event-stream".parse().unwrap());
+///     res
+/// };
+/// let res = TestClient::new(app).get("/events").send();
+/// assert_eq!(res.body(), "data: 1\n\ndata: 2\n\n");
+/// ```
+pub fn waiting<R>(wait: impl FnOnce() -> R) -> R {
+    crate::pool::untimed_here(wait)
+}
+
 /// The one interface between an application and the server that runs it.
 ///
 /// A framework implements `Gateway` for its application; any backend can then serve it.

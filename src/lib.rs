@@ -10,7 +10,7 @@
 //! - [`PoolServer`]: a fixed pool of worker threads fed by one `epoll` event loop that parks
 //!   idle and half-read connections, like Gunicorn's `gthread` worker done right.
 //!
-//! Both share one HTTP/1.1 connection core ([`http1`]), one [`Config`] and one [`Handle`].
+//! Both share one HTTP/1.1 connection core, one [`Config`] and one [`Handle`].
 //! Swapping one backend for the other is one line.
 //!
 //! ```no_run
@@ -39,7 +39,8 @@
 //! assert_eq!(res.body(), "hi");
 //! ```
 #![deny(missing_docs, missing_debug_implementations)]
-// `unsafe` appears once: the two scheduler system calls in `pool/sched.rs`.
+// `unsafe` appears in two places: the scheduler system calls in `pool/sched.rs`, and the
+// abortive disconnect (`connect` to `AF_UNSPEC`) in `transport.rs`.
 #![deny(unsafe_code)]
 
 /// The `bytes` crate, whose [`Bytes`](bytes::Bytes) streamed bodies are made of.
@@ -76,7 +77,7 @@ pub use config::{Config, Limits, Timeouts};
 pub use dev::DevServer;
 pub use environ::{Environ, RequestExt, Scheme};
 pub use error::Error;
-pub use gateway::{gateway_fn, Gateway, GatewayFn, Request, Response};
+pub use gateway::{gateway_fn, waiting, Gateway, GatewayFn, Request, Response};
 pub use input::Input;
 pub use pool::PoolServer;
 pub use server::{Handle, Stats};

@@ -428,6 +428,38 @@ fn a_body_piece_that_runs_past_the_request_timeout_is_reported_stuck() {
 }
 
 #[test]
+fn a_body_piece_waiting_through_sgi_waiting_is_not_reported_stuck() {
+    let request = Duration::from_millis(200);
+    let gate = Gate::new();
+    let pool = serve(two_workers_with_request_timeout(request), {
+        let gate = gate.clone();
+        move |_req: Request<'_>| {
+            let gate = gate.clone();
+            // A long-lived stream waiting for its next event says so.
+            Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
+                if piece == "b" {
+                    sgi::waiting(|| gate.pass());
+                }
+                Ok(piece.into())
+            })))
+        }
+    });
+    let mut client = pool.connect();
+    client.send(get("/stream"));
+    gate.wait_for_waiting(1);
+    // An absence, so a fixed wait: five request timeouts, and ten of the pool's ticks.
+    std::thread::sleep(5 * request);
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.stuck_requests, stats.workers),
+        (0, 2),
+        "a wait the gateway declared is not a stuck gateway"
+    );
+    gate.open();
+    assert_eq!(client.response().text(), "ab");
+}
+
+#[test]
 fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
     let request = Duration::from_millis(200);
     let pool = serve(

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::server::{bind, Shared};
 use crate::{Config, Gateway, Handle};
-pub(crate) use worker::Busy;
+pub(crate) use worker::{untimed_here, Busy};
 
 /// The thread-pool server.
 ///

@@ -35,6 +35,17 @@ pub(crate) struct Done {
     pub(crate) next: Next,
 }
 
+thread_local! {
+    /// The stuck clock of the pool worker running on this thread, for [`crate::waiting`].
+    static CLOCK: std::cell::RefCell<Option<Arc<Busy>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `wait` with the stuck clock of this thread's pool worker (if it is one) stopped.
+pub(crate) fn untimed_here<R>(wait: impl FnOnce() -> R) -> R {
+    let clock = CLOCK.with(|c| c.borrow().clone());
+    Busy::untimed(clock.as_deref(), wait)
+}
+
 /// What a worker is serving right now, for stuck-request reports. The clock runs only while
 /// the gateway's own code does (its call, and making each piece of a streamed body), not
 /// while a response waits on a slow client: that is bounded by the write timeout instead.
@@ -206,6 +217,7 @@ impl<G: Gateway> Workers<G> {
             worker: Some(busy),
         };
         let _batch = super::sched::Batch::enter(self.shared.config.batch_scheduling);
+        CLOCK.with(|c| *c.borrow_mut() = Some(busy.clone()));
         let me = Sleeper::current();
         let mut woken = false;
         loop {
