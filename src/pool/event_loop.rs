@@ -284,13 +284,24 @@ impl Loop {
 
     /// Closes a connection the loop holds: at once, or through the lingering thread after
     /// an error answer.
+    ///
     /// A connection set to end in a reset (a body delimited by the close was cut short)
     /// never lingers: lingering begins with an orderly end, which would pass the cut body
     /// off as whole.
     fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
         let linger = linger && !conn.io.resets_on_close();
-        let fd = conn.io.tcp.as_raw_fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        self.vacate(token, &conn.io.tcp);
+        if linger {
+            self.linger.close(conn.io.tcp);
+        }
+    }
+
+    /// Frees a connection's slot and stops watching its socket.
+    fn vacate(&mut self, token: usize, tcp: &TcpStream) {
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&tcp.as_raw_fd()));
         self.slots[token] = Slot::Vacant {
             next_free: self.free,
         };
@@ -300,9 +311,6 @@ impl Loop {
         self.warned_full = false;
         // Room again: newcomers waiting in the backlog raise no new edge.
         self.accepting = true;
-        if linger {
-            self.linger.close(conn.io.tcp);
-        }
     }
 
     /// Takes a parked connection out of its slot (the slot then shows it away).
@@ -360,18 +368,8 @@ impl Loop {
                 conn: None, stream, ..
             }) => {
                 let stream = stream.clone();
-                let _ = self
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&stream.as_raw_fd()));
                 let _ = stream.shutdown(std::net::Shutdown::Both);
-                self.slots[token] = Slot::Vacant {
-                    next_free: self.free,
-                };
-                self.free = token;
-                self.open -= 1;
-                self.shared.stats.open.store(self.open, Relaxed);
-                self.accepting = true;
+                self.vacate(token, &stream);
             }
             _ => {}
         }
