@@ -401,22 +401,35 @@ fn a_stuck_gateway_is_replaced_and_capacity_kept() {
     assert_eq!(pool.handle.stats().workers, 2);
 }
 
+/// A gateway streaming `a`, then `b` once `gate` opens; `declared`: it waits through
+/// `sgi::waiting`.
+fn stream_pausing_at(
+    gate: &Arc<Gate>,
+    declared: bool,
+) -> impl Fn(Request<'_>) -> Response + Send + Sync + 'static {
+    let gate = gate.clone();
+    move |_req| {
+        let gate = gate.clone();
+        Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
+            if piece == "b" {
+                match declared {
+                    true => sgi::waiting(|| gate.pass()),
+                    false => gate.pass(),
+                }
+            }
+            Ok(piece.into())
+        })))
+    }
+}
+
 #[test]
 fn a_body_piece_that_runs_past_the_request_timeout_is_reported_stuck() {
     let request = Duration::from_millis(300);
     let gate = Gate::new();
-    let pool = serve(two_workers_with_request_timeout(request), {
-        let gate = gate.clone();
-        move |_req: Request<'_>| {
-            let gate = gate.clone();
-            Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
-                if piece == "b" {
-                    gate.pass();
-                }
-                Ok(piece.into())
-            })))
-        }
-    });
+    let pool = serve(
+        two_workers_with_request_timeout(request),
+        stream_pausing_at(&gate, false),
+    );
     let mut client = pool.connect();
     client.send(get("/stream"));
     // Making a body's piece is the gateway's code as much as its call is.
@@ -431,19 +444,11 @@ fn a_body_piece_that_runs_past_the_request_timeout_is_reported_stuck() {
 fn a_body_piece_waiting_through_sgi_waiting_is_not_reported_stuck() {
     let request = Duration::from_millis(200);
     let gate = Gate::new();
-    let pool = serve(two_workers_with_request_timeout(request), {
-        let gate = gate.clone();
-        move |_req: Request<'_>| {
-            let gate = gate.clone();
-            // A long-lived stream waiting for its next event says so.
-            Response::new(Body::from_iter(["a", "b"].into_iter().map(move |piece| {
-                if piece == "b" {
-                    sgi::waiting(|| gate.pass());
-                }
-                Ok(piece.into())
-            })))
-        }
-    });
+    // A long-lived stream waiting for its next event says so.
+    let pool = serve(
+        two_workers_with_request_timeout(request),
+        stream_pausing_at(&gate, true),
+    );
     let mut client = pool.connect();
     client.send(get("/stream"));
     gate.wait_for_waiting(1);
