@@ -105,13 +105,16 @@ impl Busy {
         result
     }
 
-    /// Runs `wait`, a wait for the client inside the gateway's code, with `clock` stopped.
+    /// Runs `wait`, a wait inside the gateway's code (for the client, or through
+    /// [`crate::waiting`]), with `clock` stopped; a clock that was running starts afresh
+    /// after it, one that was not (a nested wait) stays stopped.
     pub(crate) fn untimed<R>(clock: Option<&Busy>, wait: impl FnOnce() -> R) -> R {
-        if let Some(clock) = clock {
+        let running = clock.filter(|c| c.running_since.load(Relaxed) != 0);
+        if let Some(clock) = running {
             clock.pause();
         }
         let result = wait();
-        if let Some(clock) = clock {
+        if let Some(clock) = running {
             clock.resume();
         }
         result
@@ -445,5 +448,29 @@ impl<G: Gateway> Workers<G> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(clock: &Busy) -> bool {
+        clock.running_since.load(Relaxed) != 0
+    }
+
+    #[test]
+    fn a_wait_stops_the_clock_and_a_nested_wait_does_not_restart_it() {
+        let clock = Busy::default();
+        Busy::timed(Some(&clock), || {
+            assert!(running(&clock));
+            Busy::untimed(Some(&clock), || {
+                assert!(!running(&clock));
+                Busy::untimed(Some(&clock), || assert!(!running(&clock)));
+                assert!(!running(&clock), "the inner wait restarted the clock");
+            });
+            assert!(running(&clock), "the clock runs again after the wait");
+        });
+        assert!(!running(&clock));
     }
 }
