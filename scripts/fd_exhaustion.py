@@ -10,7 +10,11 @@ so that a few dozen connections use up its descriptors. Then, per backend:
      503), the pool stops accepting at its max_connections (sized from the same limit);
   3. meanwhile the first connection must still be served (a request on it gets 200);
   4. closes them all, and checks that 20 fresh requests get 200 within a deadline;
-  5. checks the server never died.
+  5. checks the server never died;
+  6. on a fresh server, makes M (default 150) connections one after another that each get
+     an answer the server closes with a lingering close (a 400: no Host) and then stay
+     open: the lingering sockets hold descriptors, which must never run the server out of
+     them (no EMFILE logged; every one answered).
 Standard library only; 127.0.0.1 only; every wait bounded. Exit 1 if a claim fails.
 
   scripts/fd_exhaustion.py [--backends "dev pool"] [--limit 64] [-n 300]
@@ -163,17 +167,59 @@ def probe(backend, limit, n):
     return failures
 
 
+def probe_lingering(backend, limit, m):
+    failures = []
+    proc, addr = start(backend, limit)
+    held, answered, slowest = [], 0, 0.0
+    try:
+        for i in range(m):
+            began = time.time()
+            try:
+                s = socket.create_connection(addr, timeout=10)
+                s.sendall(b"GET /no-host HTTP/1.1\r\n\r\n")
+                if read_status(s, timeout=10) == 400:
+                    answered += 1
+            except OSError:
+                s = None
+            slowest = max(slowest, time.time() - began)
+            if s is not None:
+                held.append(s)  # the client keeps its end open: the server's socket lingers
+        alive = proc.poll() is None
+        if not alive:
+            failures.append("the server died with sockets lingering")
+    finally:
+        for s in held:
+            s.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr_log = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr_log = proc.communicate()
+    emfile = len(re.findall(rb"(?i)too many open files|os error 24", stderr_log))
+    print(f"{backend}: ulimit -n {limit}, {m} lingering closes one after another: {answered} answered 400, "
+          f"slowest {slowest:.2f} s, EMFILE warnings logged: {emfile}")
+    if answered < m:
+        failures.append(f"only {answered}/{m} lingering-close requests answered 400")
+    if emfile:
+        failures.append(f"lingering sockets ran the server out of descriptors ({emfile} EMFILE warnings)")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--backends", default="dev pool")
     ap.add_argument("--limit", type=int, default=64)
     ap.add_argument("-n", type=int, default=300)
+    ap.add_argument("-m", type=int, default=150, help="lingering closes in step 6")
     args = ap.parse_args()
     if not os.path.exists(ECHO):
         raise SystemExit(f"{ECHO} missing: cargo build --release --examples")
     failures = []
     for backend in args.backends.split():
         failures += [f"{backend}: {f}" for f in probe(backend, args.limit, min(args.n, 2000))]
+        failures += [f"{backend}: {f}" for f in probe_lingering(backend, args.limit, min(args.m, 2000))]
     for f in failures:
         print("FAIL", f)
     print("fd exhaustion:", "FAILED" if failures else "passed")

@@ -148,7 +148,10 @@ impl DevServer {
         let config = &shared.config;
         let cap = config.connection_cap(|| DEFAULT_MAX_CONNECTIONS);
         let gateway = Arc::new(gateway);
-        let linger = Arc::new(Linger::start(config.timeouts.linger, 4096)?);
+        let linger = Arc::new(Linger::start(
+            config.timeouts.linger,
+            crate::linger::room(crate::linger::fd_soft_limit()),
+        )?);
         let live = Arc::new(Live::default());
 
         let (mut poll, _waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;

@@ -17,6 +17,27 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 const WAKE: Token = Token(usize::MAX);
 
+/// The process's soft `RLIMIT_NOFILE`, read from procfs to stay free of `unsafe` (1024 if it
+/// cannot be read).
+pub(crate) fn fd_soft_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}
+
+/// How many sockets may linger at once with `soft` descriptors in all: an eighth of them,
+/// 16 to 4,096. A lingering socket holds its descriptor for up to `Timeouts::linger`, so
+/// this room is kept out of the connections a server takes; past it, the oldest lingering
+/// socket is closed at once (its client has its answer; lingering only guards against a
+/// reset from bytes it may still send).
+pub(crate) fn room(soft: usize) -> usize {
+    (soft / 8).clamp(16, 4096)
+}
+
 #[derive(Debug)]
 pub(crate) struct Linger {
     tx: Option<Sender<Arc<TcpStream>>>,

@@ -73,7 +73,10 @@ pub fn args() -> Args {
         };
         match arg.as_str() {
             "--bind" => args.bind = value("--bind"),
-            "--port" => args.bind = format!("127.0.0.1:{}", value("--port")),
+            "--port" => match value("--port").parse::<u16>() {
+                Ok(port) => args.bind = format!("127.0.0.1:{port}"),
+                Err(_) => usage_error("--port takes a number from 0 to 65535", "..."),
+            },
             "--server" => {
                 args.server = value("--server");
                 if args.server != "dev" && args.server != "pool" {

@@ -103,7 +103,10 @@ pub(crate) fn run<G: Gateway>(
     let eager = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
     let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone(), eager));
     let (done_tx, done) = crossbeam_channel::unbounded();
-    let linger = Linger::start(config.timeouts.linger, 4096)?;
+    let linger = Linger::start(
+        config.timeouts.linger,
+        crate::linger::room(crate::linger::fd_soft_limit()),
+    )?;
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
     // Before any worker starts, so the first one to call for the keeper reaches it.
     shared.set_keeper();

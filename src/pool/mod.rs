@@ -87,19 +87,9 @@ impl PoolServer {
 }
 
 /// The most connections the file descriptor limit allows, leaving room for the rest of the
-/// process (the soft `RLIMIT_NOFILE`, read from procfs to stay free of `unsafe`).
+/// process and for the sockets that linger after they close (see [`crate::linger::room`]).
 pub(crate) fn fd_budget(workers: usize) -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(3)
-                        .and_then(|v| v.parse::<usize>().ok())
-                })
-        });
-    let soft = soft.unwrap_or(1024);
-    soft.saturating_sub(32 + 2 * workers).max(16)
+    let soft = crate::linger::fd_soft_limit();
+    soft.saturating_sub(32 + 2 * workers + crate::linger::room(soft))
+        .max(16)
 }
