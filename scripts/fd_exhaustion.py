@@ -84,6 +84,19 @@ def fresh(addr, path, timeout=10.0):
         return None
 
 
+def stop_and_count_emfile(proc):
+    """Stops the server (SIGTERM, then SIGKILL after 40 s) and counts the EMFILE warnings
+    in its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr_log = proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr_log = proc.communicate()
+    return len(re.findall(rb"(?i)too many open files|os error 24", stderr_log))
+
+
 def probe(backend, limit, n):
     failures = []
     proc, addr = start(backend, limit)
@@ -146,15 +159,7 @@ def probe(backend, limit, n):
                 time.sleep(0.1)
         if ok < 20:
             failures.append(f"only {ok}/20 fresh requests answered after the pressure ended")
-        stderr_log = b""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr_log = proc.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr_log = proc.communicate()
-        emfile = len(re.findall(rb"(?i)too many open files|os error 24", stderr_log))
+        emfile = stop_and_count_emfile(proc)
         shed = statuses.get(503, 0)
         print(f"{backend}: ulimit -n {limit}, {n} connections ({sent} sent a request, {refused} refused at connect)")
         print(f"  flood answers in a 0.2 s look: " + ", ".join(
@@ -190,14 +195,7 @@ def probe_lingering(backend, limit, m):
     finally:
         for s in held:
             s.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            _, stderr_log = proc.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr_log = proc.communicate()
-    emfile = len(re.findall(rb"(?i)too many open files|os error 24", stderr_log))
+        emfile = stop_and_count_emfile(proc)
     print(f"{backend}: ulimit -n {limit}, {m} lingering closes one after another: {answered} answered 400, "
           f"slowest {slowest:.2f} s, EMFILE warnings logged: {emfile}")
     if answered < m:
