@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use crate::conn::{Conn, Ctx, Next, Wait};
 use crate::linger::Linger;
 use crate::server::{bind, listening_poll, AcceptErrors, Shared, Throttle};
-use crate::transport::{Socket, Transport};
+use crate::transport::Socket;
 use crate::{Config, Gateway, Handle};
 
 const LISTENER: Token = Token(0);
@@ -302,13 +302,8 @@ fn connection<G: Gateway>(
     }
 }
 
-/// Closes through the lingering thread, unless the connection is set to end in a reset (a
-/// body delimited by the close was cut short): lingering begins with an orderly end, which
-/// would pass the cut body off as whole.
 fn linger_on(conn: Conn<Socket>, linger: &Linger) {
-    if !conn.io.resets_on_close() {
-        linger.close(conn.io.tcp);
-    }
+    linger.close_socket(conn.io);
 }
 
 /// Answers connections the server cannot take with `503`, warning at most once a second.

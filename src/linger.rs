@@ -15,6 +15,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::transport::{Socket, Transport};
+
 const WAKE: Token = Token(usize::MAX);
 
 /// The process's soft `RLIMIT_NOFILE`, read from procfs to stay free of `unsafe` (1024 if it
@@ -78,6 +80,15 @@ impl Linger {
                 }
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
             }
+        }
+    }
+
+    /// Closes a connection's socket through [`close`](Self::close), unless it is set to end
+    /// in a reset (a body delimited by the close was cut short): lingering begins with an
+    /// orderly end, which would pass the cut body off as whole. Dropped, it resets.
+    pub(crate) fn close_socket(&self, socket: Socket) {
+        if !socket.resets_on_close() {
+            self.close(socket.tcp);
         }
     }
 

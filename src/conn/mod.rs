@@ -279,8 +279,7 @@ impl<T: Transport> Conn<T> {
     /// are more than blank lines, so the client learns why.
     pub(crate) fn abandon(&mut self, status: StatusCode, shared: &Shared) -> Wait {
         if !self.only_blank() {
-            shared.stats.rejected_request();
-            log_rejection(shared, self.peer, status);
+            self.rejected(shared, status);
             let _ = self.send_error(status, Version::HTTP_11);
         }
         Wait::Abandoned
@@ -292,10 +291,15 @@ impl<T: Transport> Conn<T> {
         if self.only_blank() {
             return false;
         }
-        shared.stats.rejected_request();
-        log_rejection(shared, self.peer, status);
+        self.rejected(shared, status);
         self.write_error_now(status);
         true
+    }
+
+    /// Counts a request the server rejects itself, and logs its access line.
+    fn rejected(&self, shared: &Shared, status: StatusCode) {
+        shared.stats.rejected_request();
+        log_rejection(shared, self.peer, status);
     }
 
     /// Whether the request at the front of the buffer is a `HEAD`: no answer to it, the
@@ -492,8 +496,7 @@ impl<T: Transport> Conn<T> {
     /// Answers a request that breaks the rules; the connection then lingers and closes.
     fn reject<G>(&mut self, ctx: &Ctx<'_, G>, error: Error) -> Next {
         tracing::debug!(peer = ?self.peer, %error, "rejecting request");
-        ctx.shared.stats.rejected_request();
-        log_rejection(ctx.shared, self.peer, error.status());
+        self.rejected(ctx.shared, error.status());
         let _ = self.send_error(error.status(), Version::HTTP_11);
         Next::Linger
     }

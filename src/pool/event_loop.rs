@@ -31,7 +31,7 @@ use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
 use crate::server::{listening_poll, AcceptErrors, Shared};
-use crate::transport::{Socket, Transport};
+use crate::transport::Socket;
 use crate::Gateway;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -96,17 +96,15 @@ pub(crate) fn run<G: Gateway>(
 ) -> io::Result<()> {
     let config = &shared.config;
     let size = config.pool_workers();
-    let max_connections = config.connection_cap(|| super::fd_budget(size));
+    let soft = crate::linger::fd_soft_limit();
+    let max_connections = config.connection_cap(|| super::fd_budget(soft, size));
     let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
     let eager = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
     let jobs = Arc::new(JobQueue::new(QUEUE_PER_WORKER * size, waker.clone(), eager));
     let (done_tx, done) = crossbeam_channel::unbounded();
-    let linger = Linger::start(
-        config.timeouts.linger,
-        crate::linger::room(crate::linger::fd_soft_limit()),
-    )?;
+    let linger = Linger::start(config.timeouts.linger, crate::linger::room(soft))?;
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
     // Before any worker starts, so the first one to call for the keeper reaches it.
     shared.set_keeper();
@@ -292,10 +290,9 @@ impl Loop {
     /// never lingers: lingering begins with an orderly end, which would pass the cut body
     /// off as whole.
     fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
-        let linger = linger && !conn.io.resets_on_close();
         self.vacate(token, &conn.io.tcp);
         if linger {
-            self.linger.close(conn.io.tcp);
+            self.linger.close_socket(conn.io);
         }
     }
 

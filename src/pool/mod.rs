@@ -88,8 +88,8 @@ impl PoolServer {
 
 /// The most connections the file descriptor limit allows, leaving room for the rest of the
 /// process and for the sockets that linger after they close (see [`crate::linger::room`]).
-pub(crate) fn fd_budget(workers: usize) -> usize {
-    let soft = crate::linger::fd_soft_limit();
+/// `soft` is the soft `RLIMIT_NOFILE` ([`crate::linger::fd_soft_limit`]).
+pub(crate) fn fd_budget(soft: usize, workers: usize) -> usize {
     soft.saturating_sub(32 + 2 * workers + crate::linger::room(soft))
         .max(16)
 }
