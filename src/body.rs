@@ -30,6 +30,18 @@ pub(crate) enum Kind {
 }
 
 impl Body {
+    /// Whether a file body can be read at all (and is not already at its end), by reading
+    /// one byte; other bodies are not touched. For `HEAD`, whose answer must be the one `GET`
+    /// would get.
+    pub(crate) fn check_readable(&mut self) -> io::Result<()> {
+        if let Kind::File(file, len) = &mut self.kind {
+            if *len > 0 && file.read(&mut [0u8; 1])? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(())
+    }
+
     /// An empty body.
     pub fn empty() -> Body {
         Body {

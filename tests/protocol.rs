@@ -111,6 +111,11 @@ fn a_file_that_cannot_be_read_is_answered_500(backend: Backend) {
     let reply = client.response();
     assert_eq!(reply.status, 500, "{reply:?}");
     assert!(reply.closes(), "{reply:?}");
+    // `HEAD` sends no body, but its answer is the one `GET` would get (RFC 9110 §9.3.2).
+    let mut client = server.connect();
+    client.send("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.head_response();
+    assert_eq!(reply.status, 500, "{reply:?}");
     let _ = std::fs::remove_file(&path);
 }
 

@@ -31,6 +31,8 @@ on_every_backend!(
     gateway_transfer_encoding_never_reaches_the_wire,
     gateway_connection_field_never_keeps_a_closing_connection_open,
     gateway_hop_by_hop_fields_are_not_sent,
+    fields_the_gateway_names_in_its_connection_field_are_not_sent,
+    a_gateway_date_is_sent_once,
     invalid_header_values_never_reach_the_wire,
     interim_and_invalid_statuses_as_the_final_response_are_answered_500,
     a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open,
@@ -563,6 +565,48 @@ fn gateway_hop_by_hop_fields_are_not_sent(backend: Backend) {
             &format!("field={name} value="),
         ]);
     }
+}
+
+fn fields_the_gateway_names_in_its_connection_field_are_not_sent(backend: Backend) {
+    // The gateway marks `X-Session` as describing this connection only (RFC 9110 §7.6.1).
+    // The server owns the connection and drops the gateway's `Connection` field; sending
+    // `X-Session` on its own would make it look end-to-end.
+    let server = serve(backend, |_req| {
+        answer(
+            200,
+            &[
+                ("connection", "x-session, close"),
+                ("x-session", "abc"),
+                ("connection", "X-Hop"),
+                ("x-hop", "1"),
+                ("x-kept", "yes"),
+            ],
+            Body::from("hello"),
+        )
+    });
+    let reply = exchange(&server, &get("/"));
+    assert_eq!(reply.text(), "hello");
+    assert_eq!(reply.header("x-session"), None, "{reply:?}");
+    assert_eq!(reply.header("x-hop"), None, "{reply:?}");
+    assert_eq!(reply.header("x-kept"), Some("yes"), "{reply:?}");
+    // `close` is still honoured.
+    assert!(reply.closes(), "{reply:?}");
+    assert_logged(&["gateway set a hop-by-hop field", "field=x-session"]);
+}
+
+fn a_gateway_date_is_sent_once(backend: Backend) {
+    // `Date` is a singleton field (RFC 9110 §6.6.1): two would make the response invalid.
+    let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let server = serve(backend, move |_req| {
+        answer(
+            200,
+            &[("date", date), ("date", "Mon, 07 Nov 1994 08:49:37 GMT")],
+            Body::from("hello"),
+        )
+    });
+    let reply = exchange(&server, &get("/"));
+    assert_eq!(reply.all("date"), [date], "{reply:?}");
+    assert_logged(&["gateway set more than one Date field"]);
 }
 
 // --- Field values and statuses -------------------------------------------------------------

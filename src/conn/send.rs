@@ -10,7 +10,8 @@ use http::{StatusCode, Version};
 use super::{error_response, Conn, Next};
 use crate::body::Kind;
 use crate::http1::{
-    is_hop_by_hop, only_asks_to_close, plan_response, write_response_head, BodyFraming,
+    is_hop_by_hop, named_in_connection, only_asks_to_close, plan_response, write_response_head,
+    BodyFraming,
 };
 use crate::pool::Busy;
 use crate::transport::{write_all_wait, Transport};
@@ -89,6 +90,23 @@ impl<T: Transport> Conn<T> {
                 body = body.len().unwrap_or(0),
                 "gateway's Content-Length differs from its body's length; sending the body's length"
             );
+        }
+        // `HEAD` reads nothing, yet answers as `GET` would (RFC 9110 §9.3.2): a file that
+        // cannot be read is a 500 there too.
+        if is_head && matches!(plan.framing, BodyFraming::Length(n) if n > 0) {
+            if let Err(e) = body.check_readable() {
+                tracing::error!(peer = ?self.peer, error = %e, "reading the file failed; answering 500");
+                drop_unsent(body);
+                let mut sent = self.send_response(
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR),
+                    version,
+                    true,
+                    false,
+                    None,
+                );
+                sent.next = Next::Close;
+                return sent;
+            }
         }
         let head_at = self.out.len();
         let dropped =
@@ -368,11 +386,21 @@ fn drop_sent<T>(source: T) {
 }
 
 /// The server owns framing and hop-by-hop fields; a gateway setting them is told why they
-/// vanish (a dropped `Transfer-Encoding: gzip` would otherwise be a mystery).
+/// vanish (a dropped `Transfer-Encoding: gzip` would otherwise be a mystery). The same for
+/// fields the gateway's `Connection` field names, and for a second `Date`.
 fn warn_on_server_owned_fields(headers: &http::HeaderMap) {
+    let connection = headers.contains_key(http::header::CONNECTION);
+    let mut dated = false;
     // One pass over the (few) fields costs less than a hashed lookup of each owned name.
     for (name, value) in headers {
-        if !is_hop_by_hop(name) {
+        if *name == http::header::DATE && std::mem::replace(&mut dated, true) {
+            tracing::warn!(
+                ?value,
+                "gateway set more than one Date field; the server sends the first"
+            );
+        }
+        let owned = is_hop_by_hop(name) || (connection && named_in_connection(headers, name));
+        if !owned {
             continue;
         }
         if only_asks_to_close(name, value) {

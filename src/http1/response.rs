@@ -142,6 +142,17 @@ fn server_owned(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || is_hop_by_hop(name)
 }
 
+/// Whether a `Connection` field in `headers` names `name` as a connection option: the
+/// gateway marks that field as describing the connection only, so it goes with the
+/// `Connection` field, which the server owns (RFC 9110 §7.6.1).
+pub(crate) fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| super::head::trim_ows(t).eq_ignore_ascii_case(name.as_str().as_bytes()))
+    })
+}
+
 /// Serializes a response head into `out` following `plan`. Returns how many of the
 /// gateway's header fields were dropped as invalid (a control character in the value).
 ///
@@ -170,8 +181,14 @@ pub fn write_response_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut dropped = 0;
+    let connection = headers.contains_key(header::CONNECTION);
+    let mut dated = false;
     for (name, value) in headers {
-        if server_owned(name) {
+        if server_owned(name) || (connection && named_in_connection(headers, name)) {
+            continue;
+        }
+        // `Date` is a singleton (RFC 9110 §6.6.1): the first of a gateway's goes out.
+        if name == header::DATE && std::mem::replace(&mut dated, true) {
             continue;
         }
         // `HeaderValue` can be built unchecked; never let one split or poison the head
