@@ -108,27 +108,15 @@ pub(crate) fn run<G: Gateway>(
     tracing::info!(addr = %shared.local_addr, workers = size, max_connections, "pool server listening");
     // Before any worker starts, so the first one to call for the keeper reaches it.
     shared.set_keeper();
-    let lp = Loop {
+    let lp = Loop::new(
         poll,
-        events: Events::with_capacity(1024),
-        listener: Some(listener),
-        shared: shared.clone(),
-        slots: Vec::new(),
-        free: usize::MAX,
-        open: 0,
-        max_connections,
-        jobs: jobs.clone(),
+        listener,
+        &shared,
+        &jobs,
         done,
-        ready: VecDeque::new(),
         linger,
-        spare: Vec::new(),
-        accepting: true,
-        accept_paused_until: None,
-        warned_full: false,
-        accept_errors: AcceptErrors::default(),
-        next_tick: Instant::now() + TICK,
-        failed: None,
-    };
+        max_connections,
+    );
     let workers = Workers::start(
         size,
         gateway,
@@ -151,6 +139,38 @@ pub(crate) fn run<G: Gateway>(
 }
 
 impl Loop {
+    fn new(
+        poll: Poll,
+        listener: TcpListener,
+        shared: &Arc<Shared>,
+        jobs: &Arc<JobQueue>,
+        done: Receiver<Done>,
+        linger: Linger,
+        max_connections: usize,
+    ) -> Loop {
+        Loop {
+            poll,
+            events: Events::with_capacity(1024),
+            listener: Some(listener),
+            shared: shared.clone(),
+            slots: Vec::new(),
+            free: usize::MAX,
+            open: 0,
+            max_connections,
+            jobs: jobs.clone(),
+            done,
+            ready: VecDeque::new(),
+            linger,
+            spare: Vec::new(),
+            accepting: true,
+            accept_paused_until: None,
+            warned_full: false,
+            accept_errors: AcceptErrors::default(),
+            next_tick: Instant::now() + TICK,
+            failed: None,
+        }
+    }
+
     /// One round of the loop: waits for readiness events (up to the next tick if `wait`,
     /// else not at all), reads what arrived, takes connections back from workers, accepts,
     /// and runs the timers when a tick is due (then returns true: the caller checks for
@@ -689,6 +709,73 @@ impl Loop {
             // Cut, so no longer open (workers still holding one drop it when they finish).
             self.open = 0;
             self.shared.stats.open.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::bind;
+    use crate::Config;
+    use std::io::Read;
+
+    /// A loop on a fresh listener, with nobody serving its queue.
+    fn lonely_loop() -> (Loop, std::net::SocketAddr) {
+        let listener = bind("127.0.0.1:0", 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared::new(Config::default(), addr);
+        let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE).unwrap();
+        let jobs = Arc::new(JobQueue::new(8, waker, false));
+        let (_, done) = crossbeam_channel::unbounded();
+        let linger = Linger::start(Duration::from_secs(1), 16).unwrap();
+        (
+            Loop::new(poll, listener, &shared, &jobs, done, linger, 64),
+            addr,
+        )
+    }
+
+    /// Turns the loop until it holds `n` open connections (generous deadline).
+    fn accept(lp: &mut Loop, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lp.open < n {
+            assert!(Instant::now() < deadline, "the loop never accepted");
+            lp.turn(false);
+            std::thread::yield_now();
+        }
+    }
+
+    fn token_of_the_only_connection(lp: &Loop) -> usize {
+        let live: Vec<usize> = (lp.slots.iter().enumerate())
+            .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
+            .map(|(token, _)| token)
+            .collect();
+        assert_eq!(live.len(), 1);
+        live[0]
+    }
+
+    #[test]
+    fn a_panic_on_one_connection_closes_it_and_the_loop_goes_on() {
+        let (mut lp, addr) = lonely_loop();
+        // A panic with the connection in its slot, and one after it was taken out (it is
+        // dropped in the unwind, and only its slot and socket remain).
+        for take_it_out in [false, true] {
+            let mut client = TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            accept(&mut lp, 1);
+            let token = token_of_the_only_connection(&lp);
+            lp.isolated(token, |lp| {
+                let _conn = take_it_out.then(|| lp.take(token));
+                panic!("a bug in head parsing");
+            });
+            assert_eq!(lp.open, 0, "the connection stayed open");
+            assert_eq!(lp.shared.stats.open.load(Relaxed), 0);
+            assert!(matches!(lp.slots[token], Slot::Vacant { .. }));
+            // The client sees its connection end, and the next one is accepted.
+            let mut rest = Vec::new();
+            assert_eq!(client.read_to_end(&mut rest).unwrap_or(0), 0);
         }
     }
 }
