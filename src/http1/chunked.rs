@@ -68,6 +68,8 @@ pub struct ChunkedDecoder {
     trailers: usize,
     trailer_bytes: usize,
     extension_bytes: usize,
+    /// The sizes of the chunks so far, added up.
+    declared: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -84,6 +86,7 @@ impl ChunkedDecoder {
             trailers: 0,
             trailer_bytes: 0,
             extension_bytes: 0,
+            declared: 0,
         }
     }
 
@@ -123,6 +126,12 @@ impl ChunkedDecoder {
                 let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
                 self.extension_bytes += line - 2 - digits;
                 if self.extension_bytes > MAX_EXTENSIONS {
+                    return Err(Error::BodyTooLarge);
+                }
+                // A chunk that would take the body over its limit is refused now, not after
+                // its data has been read (as a `Content-Length` over it is).
+                self.declared = self.declared.saturating_add(size);
+                if limits.max_body.is_some_and(|max| self.declared > max) {
                     return Err(Error::BodyTooLarge);
                 }
                 self.state = if size == 0 {
@@ -190,10 +199,73 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
     if text.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(Error::BadChunk("control character in chunk size line"));
     }
+    let digits = text.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if !valid_extensions(&text[digits..]) {
+        return Err(Error::BadChunk("invalid chunk extension"));
+    }
     match httparse::parse_chunk_size(line) {
         Ok(httparse::Status::Complete((n, size))) if n == line.len() => Ok(size),
         _ => Err(Error::BadChunk("invalid chunk size")),
     }
+}
+
+/// Whether `ext`, what follows a chunk's size up to its CRLF, is a list of chunk extensions
+/// (RFC 9112 §7.1.1): `*( BWS ";" BWS name [ BWS "=" BWS value ] )`, each name a token,
+/// each value a token or a quoted string. httparse skips whatever follows a `;`; parsers
+/// that take more or less than the grammar are where a body's end could be read two ways.
+fn valid_extensions(mut ext: &[u8]) -> bool {
+    fn bws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    fn token(s: &[u8]) -> usize {
+        s.iter().take_while(|&&b| is_tchar(b)).count()
+    }
+    while !ext.is_empty() {
+        let Some(rest) = bws(ext).strip_prefix(b";") else {
+            return false;
+        };
+        let rest = bws(rest);
+        let name = token(rest);
+        if name == 0 {
+            return false;
+        }
+        ext = &rest[name..];
+        if let Some(value) = bws(ext).strip_prefix(b"=") {
+            let value = bws(value);
+            let len = match value.first() {
+                Some(b'"') => quoted_string(value),
+                _ => token(value),
+            };
+            if len == 0 {
+                return false;
+            }
+            ext = &value[len..];
+        }
+    }
+    true
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The length of the quoted string (RFC 9110 §5.6.4) at the front of `s`, quotes included;
+/// 0 if there is none.
+fn quoted_string(s: &[u8]) -> usize {
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return i + 1,
+            b'\\' if s.get(i + 1).is_some_and(|&b| text(b)) => i += 2,
+            b'\\' => return 0,
+            b if text(b) => i += 1,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 /// Fields that frame, route or authenticate a message must not arrive after its body
@@ -240,13 +312,16 @@ mod tests {
 
     /// Decodes all of `input` fed in pieces of `split` bytes.
     pub(crate) fn decode(input: &[u8], split: usize) -> Result<Vec<u8>, Error> {
-        let limits = Limits::default();
+        decode_with(input, split, &Limits::default())
+    }
+
+    fn decode_with(input: &[u8], split: usize, limits: &Limits) -> Result<Vec<u8>, Error> {
         let mut dec = ChunkedDecoder::new();
         let mut buf = Vec::new();
         let mut fed = 0;
         let mut out = Vec::new();
         loop {
-            match dec.step(&buf, &limits)? {
+            match dec.step(&buf, limits)? {
                 Step::Framing(n) => drop(buf.drain(..n)),
                 Step::Data(n) => {
                     out.extend_from_slice(&buf[..n]);
@@ -294,6 +369,70 @@ mod tests {
                 "split {split}"
             );
         }
+    }
+
+    #[test]
+    fn takes_extensions_as_their_grammar_has_them() {
+        // RFC 9112 §7.1.1: *( BWS ";" BWS name [ BWS "=" BWS value ] ).
+        for good in [
+            "5;a",
+            "5;a=b",
+            "5 ;a",
+            "5\t;a",
+            "5; a",
+            "5;a = b",
+            "5;a=b;c",
+            "5;a=\"x y\"",
+            "5;a=\"q\\\"q\"",
+            "5;a;b=c ;d",
+        ] {
+            let input = format!("{good}\r\nhello\r\n0\r\n\r\n");
+            assert_eq!(decode(input.as_bytes(), 64).unwrap(), b"hello", "{good:?}");
+        }
+        for bad in [
+            "5 ",
+            "5\t",
+            "5;",
+            "5; ",
+            "5;a ",
+            "5;a=",
+            "5;a=\"b",
+            "5;a=b c",
+            "5;=b",
+            "5 5",
+            "5;a=\"b\"c",
+            "5;(a)",
+            "5,a",
+        ] {
+            let input = format!("{bad}\r\nhello\r\n0\r\n\r\n");
+            assert!(
+                matches!(decode(input.as_bytes(), 64), Err(Error::BadChunk(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_over_the_body_limit_is_refused_before_its_data() {
+        let limits = Limits {
+            max_body: Some(10),
+            ..Limits::default()
+        };
+        assert_eq!(
+            decode_with(b"a\r\n0123456789\r\n0\r\n\r\n", 64, &limits)
+                .unwrap()
+                .len(),
+            10
+        );
+        // The size line alone is enough: no data has come yet.
+        assert!(matches!(
+            decode_with(b"5\r\n01234\r\n6\r\n", 64, &limits),
+            Err(Error::BodyTooLarge)
+        ));
+        assert!(matches!(
+            decode_with(b"100000005\r\n", 64, &limits),
+            Err(Error::BodyTooLarge)
+        ));
     }
 
     #[test]
