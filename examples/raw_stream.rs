@@ -8,6 +8,7 @@
 //! ./target/release/examples/raw_stream --port 18301 --mode write
 //! ./target/release/examples/raw_stream --port 18302 --mode copy
 //! ./target/release/examples/raw_stream --port 18303 --mode write-chunked
+//! ./target/release/examples/raw_stream --port 18304 --mode write-chunked-aligned
 //! wrk -t1 -c1 -d10s http://127.0.0.1:18300/
 //! ```
 //!
@@ -20,7 +21,11 @@
 //! sends the same 16,384 pieces as chunks (`Transfer-Encoding: chunked`), each chunk's size
 //! line, piece and CRLF in one `writev`: the same bytes on the wire as sgi's chunked iterator
 //! body, so that the cost of the framing itself (paid mostly by the receiver) is not counted
-//! against the server. One thread per connection; the request is read up to its blank line and otherwise ignored (wrk sends no
+//! against the server. `--mode write-chunked-aligned` pads each size line with leading zeros
+//! (legal, RFC 9112 §7.1, but longer than some clients accept) so that a chunk's framing is
+//! 32 bytes: every piece then sits at the same alignment in the byte stream, as in the plain
+//! write loop. It measures what the framing's shifting alignment costs the receiver; it is not
+//! a way to send chunks to real clients. One thread per connection; the request is read up to its blank line and otherwise ignored (wrk sends no
 //! request bodies). Not a server for anything but this measurement.
 
 use std::ffi::c_int;
@@ -44,6 +49,7 @@ enum Mode {
     Copy,
     Write,
     WriteChunked,
+    WriteChunkedAligned,
 }
 
 extern "C" {
@@ -67,9 +73,11 @@ fn main() -> io::Result<()> {
                     "copy" => Mode::Copy,
                     "write" => Mode::Write,
                     "write-chunked" => Mode::WriteChunked,
-                    other => {
-                        panic!("unknown --mode {other:?} (sendfile, copy, write or write-chunked)")
-                    }
+                    "write-chunked-aligned" => Mode::WriteChunkedAligned,
+                    other => panic!(
+                        "unknown --mode {other:?} (sendfile, copy, write, write-chunked or \
+                         write-chunked-aligned)"
+                    ),
                 }
             }
             "--file" => path = value().into(),
@@ -133,11 +141,13 @@ fn serve(mut stream: TcpStream, mode: Mode, path: &Path) -> io::Result<()> {
         buf.copy_within(end..filled, 0);
         filled -= end;
 
-        stream.write_all(if mode == Mode::WriteChunked {
-            CHUNKED_HEAD
-        } else {
-            HEAD
-        })?;
+        stream.write_all(
+            if matches!(mode, Mode::WriteChunked | Mode::WriteChunkedAligned) {
+                CHUNKED_HEAD
+            } else {
+                HEAD
+            },
+        )?;
         match mode {
             Mode::Sendfile => {
                 let file = File::open(path)?;
@@ -174,6 +184,15 @@ fn serve(mut stream: TcpStream, mode: Mode, path: &Path) -> io::Result<()> {
             Mode::WriteChunked => {
                 for _ in 0..PIECES {
                     write_all_vectored(&mut stream, &[b"10000\r\n", &piece, b"\r\n"])?;
+                }
+                stream.write_all(b"0\r\n\r\n")?;
+            }
+            Mode::WriteChunkedAligned => {
+                // 23 zeros, then `10000` and CRLF, then CRLF after the piece: 32 bytes.
+                const LINE: &[u8] = b"0000000000000000000000010000\r\n";
+                const _: () = assert!(LINE.len() + 2 == 32);
+                for _ in 0..PIECES {
+                    write_all_vectored(&mut stream, &[LINE, &piece, b"\r\n"])?;
                 }
                 stream.write_all(b"0\r\n\r\n")?;
             }

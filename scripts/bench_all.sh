@@ -10,7 +10,7 @@
 #   pipelined  compare.sh --wrk-args "-s pipeline.lua": hyper, limit, sgi-pool, sgi-dev, c = 64 256
 #   explode    explode.sh (50 ms handler, c = 2000 5000 10000) + sgi-pool and sgi-dev
 #   stream     1 GiB bodies, wrk -c1 and -c4 for 10 s: raw_stream (sendfile / std::io::copy /
-#              write loop / chunked write loop) against sgi's files example (Body::from_file) and big_stream
+#              write loop / chunked write loop / the same with 32-byte aligned framing) against sgi's files example (Body::from_file) and big_stream
 #              (Body::from_iter, chunked and with a declared Content-Length), both backends
 # Raw output goes to --out (default /tmp/sgi-bench-DATE); results.tsv/results.md of each
 # step are copied to bench/results/STEP.{tsv,md} in the repo (with STEP.machine.txt: machine,
@@ -186,6 +186,7 @@ step_stream() {
   stream_one raw-copy 18301 "$EX/raw_stream --mode copy --file $big --port {port}" /
   stream_one raw-write 18302 "$EX/raw_stream --mode write --port {port}" /
   stream_one raw-write-chunked 18303 "$EX/raw_stream --mode write-chunked --port {port}" /
+  stream_one raw-write-chunked-aligned 18304 "$EX/raw_stream --mode write-chunked-aligned --port {port}" /
   for s in pool dev; do
     w=""; [ $s = pool ] && w="--workers 8"
     stream_one "sgi-$s-file" 18310 "$EX/files --server $s $w --root $STREAM_DIR --port {port}" /big.bin
