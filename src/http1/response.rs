@@ -181,14 +181,17 @@ pub fn write_response_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut dropped = 0;
-    let connection = headers.contains_key(header::CONNECTION);
+    // A scan of the (few) names costs less than a hashed lookup.
+    let connection = headers.keys().any(|name| name == header::CONNECTION);
     let mut dated = false;
     for (name, value) in headers {
         if server_owned(name) || (connection && named_in_connection(headers, name)) {
             continue;
         }
-        // `Date` is a singleton (RFC 9110 §6.6.1): the first of a gateway's goes out.
-        if name == header::DATE && std::mem::replace(&mut dated, true) {
+        // `Date` is a singleton (RFC 9110 §6.6.1): the first valid one of a gateway's goes
+        // out, else the server's.
+        let date = name == header::DATE;
+        if date && dated {
             continue;
         }
         // `HeaderValue` can be built unchecked; never let one split or poison the head
@@ -205,8 +208,9 @@ pub fn write_response_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+        dated |= date;
     }
-    if !headers.contains_key(header::DATE) {
+    if !dated {
         out.extend_from_slice(b"date: ");
         date::append_now(out);
         out.extend_from_slice(b"\r\n");
