@@ -97,15 +97,7 @@ impl<T: Transport> Conn<T> {
             if let Err(e) = body.check_readable() {
                 tracing::error!(peer = ?self.peer, error = %e, "reading the file failed; answering 500");
                 drop_unsent(body);
-                let mut sent = self.send_response(
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR),
-                    version,
-                    true,
-                    false,
-                    None,
-                );
-                sent.next = Next::Close;
-                return sent;
+                return self.send_500_and_close(version, is_head);
             }
         }
         let head_at = self.out.len();
@@ -166,15 +158,7 @@ impl<T: Transport> Conn<T> {
                 // Nothing of this response has left yet: it can still be a clean 500.
                 tracing::error!(peer = ?self.peer, "response body failed before any of it was sent ({why}); answering 500");
                 self.out.truncate(head_at);
-                let mut sent = self.send_response(
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR),
-                    version,
-                    is_head,
-                    false,
-                    None,
-                );
-                sent.next = Next::Close;
-                sent
+                self.send_500_and_close(version, is_head)
             }
             Err(Abort::Gateway(why)) => {
                 tracing::error!(peer = ?self.peer, "response body failed after the head was sent ({why}); aborting the connection");
@@ -192,6 +176,14 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
+    }
+
+    /// Answers `500` in place of a response whose body cannot be sent, and closes after it.
+    fn send_500_and_close(&mut self, version: Version, is_head: bool) -> Sent {
+        let error = error_response(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut sent = self.send_response(error, version, is_head, false, None);
+        sent.next = Next::Close;
+        sent
     }
 
     fn send_body(
