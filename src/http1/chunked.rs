@@ -122,9 +122,8 @@ impl ChunkedDecoder {
                 let Some(line) = crlf_line(buf, MAX_SIZE_LINE)? else {
                     return Ok(Step::NeedMore);
                 };
-                let size = chunk_size(&buf[..line])?;
-                let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-                self.extension_bytes += line - 2 - digits;
+                let (size, extensions) = chunk_size(&buf[..line])?;
+                self.extension_bytes += extensions;
                 if self.extension_bytes > MAX_EXTENSIONS {
                     return Err(Error::BodyTooLarge);
                 }
@@ -191,7 +190,9 @@ fn crlf_line(buf: &[u8], max: usize) -> Result<Option<usize>, Error> {
     }
 }
 
-fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+/// The size a chunk's size line (CRLF included) gives, and how many bytes of extensions
+/// follow its digits.
+fn chunk_size(line: &[u8]) -> Result<(u64, usize), Error> {
     if !line.first().is_some_and(u8::is_ascii_hexdigit) {
         return Err(Error::BadChunk("invalid chunk size"));
     }
@@ -200,11 +201,14 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
         return Err(Error::BadChunk("control character in chunk size line"));
     }
     let digits = text.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if !valid_extensions(&text[digits..]) {
+    let extensions = &text[digits..];
+    if !valid_extensions(extensions) {
         return Err(Error::BadChunk("invalid chunk extension"));
     }
     match httparse::parse_chunk_size(line) {
-        Ok(httparse::Status::Complete((n, size))) if n == line.len() => Ok(size),
+        Ok(httparse::Status::Complete((n, size))) if n == line.len() => {
+            Ok((size, extensions.len()))
+        }
         _ => Err(Error::BadChunk("invalid chunk size")),
     }
 }
