@@ -1,6 +1,15 @@
 //! An in-process client that drives any [`Gateway`] through the real connection core, over
 //! memory instead of a socket (as Werkzeug's test client does). Responses come back with the
 //! server's own semantics: framing, `HEAD`, `Date`, error answers.
+//!
+//! What memory cannot show: the whole request is in before the gateway runs, and the input
+//! ends after it, as if the client had sent everything and then closed its side. So
+//! - no timeout applies (a request cut short is not answered: see [`TestRequest::send`]);
+//! - `Expect: 100-continue` sends no `100 Continue` (the body is already there), and
+//!   [`TestResponse`] skips interim responses anyway;
+//! - a body the gateway leaves unread has always arrived whole, so the connection may live
+//!   on where a real server closes it: the dev server closes when an unread body is still on
+//!   its way, the pool when one over [`Limits::max_buffered_body`](crate::Limits) is.
 
 use std::io::Cursor;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -63,8 +72,18 @@ impl TestClient {
         }
     }
 
-    /// Starts a request.
+    /// Starts a request. The target is sent as given, so it must be one a real client could
+    /// send: `/users/a%20b`, not `/users/a b`.
+    ///
+    /// # Panics
+    /// If `target` holds a space, a control character or a non-ASCII byte (percent-encode
+    /// them); [`raw`](Self::raw) sends anything.
     pub fn request(&self, method: Method, target: &str) -> TestRequest<'_> {
+        assert!(
+            target.bytes().all(|b| b.is_ascii_graphic()),
+            "TestClient: the target {target:?} has a space, control or non-ASCII byte; \
+             percent-encode it, as a real client would"
+        );
         TestRequest {
             client: self,
             method,
@@ -180,9 +199,21 @@ pub struct TestRequest<'c> {
 impl TestRequest<'_> {
     /// Adds a header field (repeat to send a field more than once). `name` may be a `&str`
     /// or an `http` [`HeaderName`] such as `header::CONTENT_TYPE`.
+    ///
+    /// # Panics
+    /// If `name` is not a field name or `value` not a field value (a CR or LF would make
+    /// it a second field); [`TestClient::raw`] sends anything.
     pub fn header(mut self, name: impl AsRef<str>, value: &str) -> Self {
-        self.headers
-            .push((name.as_ref().to_string(), value.to_string()));
+        let name = name.as_ref();
+        assert!(
+            HeaderName::from_bytes(name.as_bytes()).is_ok(),
+            "TestClient: {name:?} is not a header field name"
+        );
+        assert!(
+            HeaderValue::from_str(value).is_ok(),
+            "TestClient: {value:?} is not a header field value (no CR, LF or other control)"
+        );
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -201,9 +232,13 @@ impl TestRequest<'_> {
     /// Sends the request through the connection core and returns the response.
     ///
     /// # Panics
-    /// If the server's output is not one well-formed response (a bug worth a panic in a
-    /// test). A body cut short (a body that failed after its head was sent: the server
-    /// then ends the connection) is not malformed: see [`TestResponse::is_complete`].
+    /// If the server wrote no response: the request was cut short (a body shorter than its
+    /// `Content-Length`, say), and with the input ended after it, the server sees a client
+    /// that closed mid-request, which it does not answer (over a socket, a client that
+    /// waits instead gets `408` after the timeout). Also if the server's output is not one
+    /// well-formed response, a bug worth a panic in a test. A body cut short (a body that
+    /// failed after its head was sent: the server then ends the connection) is not
+    /// malformed: see [`TestResponse::is_complete`].
     pub fn send(self) -> TestResponse {
         let has = |name: &str| {
             self.headers
@@ -228,8 +263,16 @@ impl TestRequest<'_> {
         raw.extend_from_slice(b"\r\n");
         raw.extend_from_slice(&self.body);
         let memory = self.client.exchange(&raw);
+        assert!(
+            !memory.output.is_empty(),
+            "TestClient: no response; the request ends before its body does (the input \
+             ends after the request, as if the client had closed)"
+        );
         let mut response = TestResponse::parse(&memory.output, self.method == Method::HEAD)
-            .expect("server wrote a malformed response");
+            .unwrap_or_else(|| {
+                let start = String::from_utf8_lossy(&memory.output[..memory.output.len().min(200)]);
+                panic!("TestClient: the server wrote a malformed response: {start:?}")
+            });
         // A body delimited by the close ends in a reset when it was cut short.
         response.complete &= !memory.reset;
         response
@@ -288,11 +331,17 @@ impl TestResponse {
     /// Parses one response (skipping interim 1xx ones) from raw bytes.
     pub(crate) fn parse(raw: &[u8], head_request: bool) -> Option<TestResponse> {
         let mut raw = raw;
+        let mut storage = vec![httparse::EMPTY_HEADER; 128];
         loop {
-            let mut storage = [httparse::EMPTY_HEADER; 128];
             let mut res = httparse::Response::new(&mut storage);
-            let httparse::Status::Complete(len) = res.parse(raw).ok()? else {
-                return None;
+            let len = match res.parse(raw) {
+                Ok(httparse::Status::Complete(len)) => len,
+                // Servers send as many fields as the gateway sets.
+                Err(httparse::Error::TooManyHeaders) if storage.len() < raw.len() => {
+                    storage = vec![httparse::EMPTY_HEADER; storage.len() * 2];
+                    continue;
+                }
+                _ => return None,
             };
             let status = StatusCode::from_u16(res.code?).ok()?;
             let mut headers = HeaderMap::new();

@@ -308,3 +308,47 @@ fn a_cut_body_is_reported_incomplete_whatever_its_framing() {
         TestClient::new(|_req: Request<'_>| Response::new(Body::from_iter([Ok("all".into())])));
     assert!(whole.get("/").http10().send().is_complete());
 }
+
+#[test]
+fn a_response_with_many_header_fields_is_read_whole() {
+    // Both servers send 150 fields; a test client must not call that malformed.
+    let res = TestClient::new(|_req: Request<'_>| {
+        let mut res = Response::new(Body::from("ok"));
+        for i in 0..150 {
+            let name = sgi::http::HeaderName::try_from(format!("x-field-{i}")).unwrap();
+            res.headers_mut().insert(name, "v".parse().unwrap());
+        }
+        res
+    })
+    .get("/")
+    .send();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-field-149"], "v");
+    assert_eq!(res.text(), "ok");
+}
+
+#[test]
+#[should_panic(expected = "no response")]
+fn a_request_the_server_cannot_answer_says_so_instead_of_blaming_the_server() {
+    // The body is shorter than its Content-Length and the test client's input ends after
+    // it, as if the client had closed: no server answers that.
+    TestClient::new(echo)
+        .post("/")
+        .header("content-length", "10")
+        .body("abc")
+        .send();
+}
+
+#[test]
+#[should_panic(expected = "field value")]
+fn a_header_value_cannot_smuggle_a_second_field() {
+    let _ = TestClient::new(echo)
+        .get("/")
+        .header("x-a", "1\r\nx-injected: 2");
+}
+
+#[test]
+#[should_panic(expected = "percent-encode")]
+fn a_target_with_a_space_is_refused_as_no_real_client_would_send_it() {
+    let _ = TestClient::new(echo).get("/users/a b");
+}
