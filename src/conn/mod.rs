@@ -600,7 +600,10 @@ fn chunked_complete(bytes: &[u8], scan: &mut BodyScan, limits: &Limits) -> bool 
 /// Whether a head has a field line that may frame a body (a quick look at line starts;
 /// the parser decides for real).
 fn declares_body(head: &[u8]) -> bool {
-    head.split(|&b| b == b'\n').any(|line| {
+    // A field line starts after a line end (the request line cannot declare a body). A
+    // false "yes" costs only a parse in the loop.
+    memchr::memchr_iter(b'\n', head).any(|nl| {
+        let line = &head[nl + 1..];
         let starts =
             |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
         starts(b"content-length:") || starts(b"transfer-encoding:")
@@ -631,5 +634,28 @@ pub(crate) fn log_rejection(shared: &Shared, peer: Option<SocketAddr>, status: S
             status = status.as_u16(),
             rejected = true,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declares_body;
+
+    #[test]
+    fn a_head_declares_a_body_by_a_framing_field_at_a_line_start() {
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        assert!(!declares_body(get));
+        assert!(declares_body(
+            b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\n\r\n"
+        ));
+        assert!(declares_body(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: x\r\n\r\n"
+        ));
+        // The names inside a value, or in the target, are not fields.
+        assert!(!declares_body(
+            b"GET /content-length:5 HTTP/1.1\r\nX: transfer-encoding: chunked\r\n\r\n"
+        ));
+        // A name alone at the very end is not a field line with a value.
+        assert!(!declares_body(b"GET / HTTP/1.1\r\nContent-Length:"));
     }
 }
