@@ -75,11 +75,12 @@ pub(crate) struct Conn<T: Transport> {
     scanned: usize,
     /// The length of the complete head at the front of `buf`, once found.
     head_len: Option<usize>,
-    /// That head, parsed by the event loop while it waits for a small body.
-    parsed: Option<RequestHead>,
+    /// That head, parsed by the event loop while it waits for a small body (boxed: most
+    /// requests have no body, and every idle connection carries this field).
+    parsed: Option<Box<RequestHead>>,
     /// How far the loop has decoded that body, if chunked: each read decodes only the new
     /// bytes (a body trickled in byte by byte costs linear time, not quadratic).
-    body_scan: Option<BodyScan>,
+    body_scan: Option<Box<BodyScan>>,
     /// When the first byte of the head being read arrived.
     pub(crate) head_started: Option<Instant>,
     served: u64,
@@ -210,7 +211,7 @@ impl<T: Transport> Conn<T> {
         }
         if self.parsed.is_none() {
             match parse_head_exact(&self.buf.filled()[..len], limits) {
-                Ok(head) => self.parsed = Some(head),
+                Ok(head) => self.parsed = Some(Box::new(head)),
                 Err(_) => return false, // a worker answers the error
             }
         }
@@ -339,7 +340,7 @@ impl<T: Transport> Conn<T> {
         let filled = self.buf.filled();
         self.body_scan = None;
         let parsed = match (self.parsed.take(), self.head_len.take()) {
-            (Some(head), _) => Ok(Some(head)),
+            (Some(head), _) => Ok(Some(*head)),
             (None, Some(len)) => parse_head_exact(&filled[..len], &config.limits).map(Some),
             (None, None) => parse_request_head(filled, &config.limits),
         };
