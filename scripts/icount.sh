@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# User-space instructions per request of a hello server over a real socket, counted by
+# callgrind (stable on a noisy machine, unlike time). Usage:
+#
+#   scripts/icount.sh N 'COMMAND --port {port}'
+#
+# e.g. scripts/icount.sh 5000 'target/release/examples/hello --server pool --port {port}'
+#      scripts/icount.sh 5000 '/tmp/bench-peers-target/release/peer-hyper --port {port}'
+#
+# Starts COMMAND under valgrind with instrumentation off, sends 200 warm-up requests on one
+# keep-alive connection, then counts only while N more `GET /` requests are answered one
+# after another (each awaited before the next is sent), and prints the total divided by N.
+# Kernel work (the system calls) is not counted. Needs valgrind and python3; bounded by the
+# timeouts below. A build with `debug = 1` lets callgrind_annotate name the functions in
+# the dump it leaves in /tmp/icount.out.*.
+set -euo pipefail
+n=${1:?usage: icount.sh N 'COMMAND --port {port}'}
+cmd=${2:?usage: icount.sh N 'COMMAND --port {port}'}
+port=${PORT:-18330}
+cmd=${cmd//\{port\}/$port}
+rm -f /tmp/icount.out.*
+# shellcheck disable=SC2086 # the command is split into words on purpose
+setsid valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/icount.out.%p \
+  $cmd >/tmp/icount.log 2>&1 &
+vg=$!
+trap 'kill -9 -- -$vg 2>/dev/null || true' EXIT
+
+drive() { # requests
+  timeout 600 python3 - "$port" "$1" <<'PY'
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.monotonic() + 60
+while True:
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.2)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(n):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    got = b""
+    while not got.endswith(b"Hello, World!"):
+        more = s.recv(4096)
+        if not more:
+            sys.exit("the server closed the connection")
+        got += more
+s.close()
+PY
+}
+
+drive 200
+callgrind_control -i on "$vg" >/dev/null 2>&1
+drive "$n"
+callgrind_control -i off "$vg" >/dev/null 2>&1
+callgrind_control -d "$vg" >/dev/null 2>&1
+dump=$(ls -t /tmp/icount.out.*.1 | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "instructions: $total for $n requests, $((total / n)) per request ($dump)"
