@@ -53,6 +53,12 @@ impl Body {
     /// is unknown). An `Err` item after the head was sent aborts the connection, so the client
     /// never mistakes a truncated body for a whole one.
     ///
+    /// The head goes out with the first non-empty piece (as in WSGI), so an iterator that
+    /// fails before it is still answered with a clean `500`. A stream whose first piece may be
+    /// long in coming (server-sent events, a long poll) should yield one at once, such as an
+    /// SSE comment `: open\n\n`, so that clients and proxies see the head (see
+    /// [`waiting`](crate::waiting)).
+    ///
     /// ```
     /// use bytes::Bytes;
     /// let body = sgi::Body::from_iter((0..3).map(|i| Ok(Bytes::from(format!("line {i}\n")))));

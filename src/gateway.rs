@@ -21,7 +21,9 @@ pub type Response = http::Response<Body>;
 /// (the dev server, a test client, a thread of the gateway's own) it just runs `wait`.
 ///
 /// Each piece of a streamed body is timed as the gateway's code; a server-sent events
-/// stream that waits for its next event would be reported stuck without this:
+/// stream that waits for its next event would be reported stuck without this. (The stream
+/// opens with a comment line: the head goes out with the first piece, and a client should
+/// not have to wait for the first event to see it.)
 ///
 /// ```
 /// use std::sync::mpsc;
@@ -34,14 +36,15 @@ pub type Response = http::Response<Body>;
 ///             events.send(format!("data: {n}\n\n")).unwrap();
 ///         }
 ///     });
-///     let stream = std::iter::from_fn(move || sgi::waiting(|| next.recv().ok()));
+///     let events = std::iter::from_fn(move || sgi::waiting(|| next.recv().ok()));
+///     let stream = std::iter::once(": open\n\n".to_string()).chain(events);
 ///     let mut res = Response::new(Body::from_iter(stream.map(|event| Ok(event.into()))));
 ///     res.headers_mut()
 ///         .insert("content-type", "text/event-stream".parse().unwrap());
 ///     res
 /// };
 /// let res = TestClient::new(app).get("/events").send();
-/// assert_eq!(res.body(), "data: 1\n\ndata: 2\n\n");
+/// assert_eq!(res.body(), ": open\n\ndata: 1\n\ndata: 2\n\n");
 /// ```
 pub fn waiting<R>(wait: impl FnOnce() -> R) -> R {
     crate::pool::untimed_here(wait)

@@ -32,6 +32,7 @@ on_every_backend!(
     gateway_connection_field_never_keeps_a_closing_connection_open,
     gateway_hop_by_hop_fields_are_not_sent,
     fields_the_gateway_names_in_its_connection_field_are_not_sent,
+    a_gateway_upgrade_field_goes_out_with_the_upgrade_connection_option,
     a_gateway_date_is_sent_once,
     invalid_header_values_never_reach_the_wire,
     interim_and_invalid_statuses_as_the_final_response_are_answered_500,
@@ -200,12 +201,26 @@ fn assert_well_framed(reply: &Reply, http10: bool, request: &str) {
             "a control character in {name}: {context}"
         );
     }
+    let upgrade = !reply.all("upgrade").is_empty();
     for value in reply.all("connection") {
+        let server_owns = match value.strip_suffix(", upgrade") {
+            Some(persistence) => upgrade && ["close", "keep-alive"].contains(&persistence),
+            None => ["close", "keep-alive"].contains(&value) || (upgrade && value == "upgrade"),
+        };
         assert!(
-            ["close", "keep-alive"].contains(&value),
+            server_owns,
             "the gateway's Connection passed through: {context}"
         );
     }
+    // The sender of `Upgrade` also sends the `upgrade` option (RFC 9110 §7.8).
+    assert!(
+        !upgrade
+            || reply
+                .all("connection")
+                .iter()
+                .any(|v| v.ends_with("upgrade")),
+        "Upgrade without the upgrade connection option: {context}"
+    );
 }
 
 // --- Bodies where none may be --------------------------------------------------------------
@@ -538,7 +553,6 @@ fn gateway_connection_field_never_keeps_a_closing_connection_open(backend: Backe
 fn gateway_hop_by_hop_fields_are_not_sent(backend: Backend) {
     let fields = [
         ("keep-alive", "timeout=5"),
-        ("upgrade", "websocket"),
         ("trailer", "x-checksum"),
         ("te", "trailers"),
         ("proxy-connection", "keep-alive"),
@@ -592,6 +606,33 @@ fn fields_the_gateway_names_in_its_connection_field_are_not_sent(backend: Backen
     // `close` is still honoured.
     assert!(reply.closes(), "{reply:?}");
     assert_logged(&["gateway set a hop-by-hop field", "field=x-session"]);
+}
+
+fn a_gateway_upgrade_field_goes_out_with_the_upgrade_connection_option(backend: Backend) {
+    // A 426 MUST carry `Upgrade` (RFC 9110 §15.5.22), and any response may advertise one
+    // (§7.8); its sender MUST also send the `upgrade` connection option.
+    let server = serve(backend, |req| {
+        let mut fields = vec![("upgrade", "TLS/1.2, HTTP/1.1"), ("connection", "Upgrade")];
+        if req.uri().path() == "/close" {
+            fields.push(("connection", "close"));
+        }
+        answer(426, &fields, Body::from("upgrade"))
+    });
+    let reply = exchange(&server, &get("/"));
+    assert_eq!(reply.status, 426, "{reply:?}");
+    assert_eq!(reply.all("upgrade"), ["TLS/1.2, HTTP/1.1"], "{reply:?}");
+    assert_eq!(reply.all("connection"), ["upgrade"], "{reply:?}");
+    assert!(!reply.closes(), "{reply:?}");
+    let reply = exchange(&server, &get("/close"));
+    assert_eq!(reply.all("upgrade"), ["TLS/1.2, HTTP/1.1"], "{reply:?}");
+    assert_eq!(reply.all("connection"), ["close, upgrade"], "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+    // Nothing was dropped, so nothing is logged about it.
+    assert!(
+        !server_log().text().contains("field=upgrade"),
+        "{}",
+        server_log().text()
+    );
 }
 
 fn a_gateway_date_is_sent_once(backend: Backend) {

@@ -272,6 +272,23 @@ fn header_value_valid() {
 }
 
 #[test]
+fn an_upgrade_field_with_its_connection_option_is_allowed() {
+    // A 426 must carry `Upgrade` (RFC 9110 §15.5.22); the server sends the option with it.
+    let app = gateway_fn(|_req| {
+        sgi::http::Response::builder()
+            .status(426)
+            .header(CONTENT_TYPE, "text/plain")
+            .header("upgrade", "TLS/1.2")
+            .header("connection", "upgrade")
+            .body(hello())
+            .unwrap()
+    });
+    if let Err(message) = outcome(app, get("/")) {
+        panic!("{message}");
+    }
+}
+
+#[test]
 fn no_hop_by_hop_headers() {
     for name in [
         "connection",
@@ -279,7 +296,6 @@ fn no_hop_by_hop_headers() {
         "transfer-encoding",
         "te",
         "trailer",
-        "upgrade",
         "proxy-connection",
     ] {
         let app = gateway_fn(move |_req| {

@@ -126,20 +126,28 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// `Connection: close` from a gateway: how it asks the server to close the connection
-/// after this answer (the one hop-by-hop field a gateway may set; the server writes its own).
+/// A `Connection` field from a gateway that the server honours rather than drops: `close`
+/// (close the connection after this answer) and `upgrade` (the option that goes with an
+/// `Upgrade` field, which the server adds itself). The server writes its own `Connection`.
 pub(crate) fn only_asks_to_close(name: &HeaderName, value: &http::HeaderValue) -> bool {
     name == header::CONNECTION
         && value
             .as_bytes()
             .split(|&b| b == b',')
             .map(super::head::trim_ows)
-            .all(|t| t.eq_ignore_ascii_case(b"close"))
+            .all(|t| t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// Header fields the server owns: hop-by-hop fields and framing.
+/// A hop-by-hop field a gateway may still send: `Upgrade`, which a `426` must carry and any
+/// response may use to advertise protocols (RFC 9110 §7.8, §15.5.22). The server sends the
+/// `upgrade` connection option with it.
+pub(crate) fn gateway_may_send(name: &HeaderName) -> bool {
+    name == header::UPGRADE
+}
+
+/// Header fields the server owns: hop-by-hop fields (but `Upgrade`) and framing.
 fn server_owned(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || is_hop_by_hop(name)
+    name == header::CONTENT_LENGTH || (is_hop_by_hop(name) && !gateway_may_send(name))
 }
 
 /// Whether a `Connection` field in `headers` names `name` as a connection option: the
@@ -184,8 +192,11 @@ pub fn write_response_head(
     // A scan of the (few) names costs less than a hashed lookup.
     let connection = headers.keys().any(|name| name == header::CONNECTION);
     let mut dated = false;
+    let mut upgrade = false;
     for (name, value) in headers {
-        if server_owned(name) || (connection && named_in_connection(headers, name)) {
+        if server_owned(name)
+            || (connection && !gateway_may_send(name) && named_in_connection(headers, name))
+        {
             continue;
         }
         // `Date` is a singleton (RFC 9110 §6.6.1): the first valid one of a gateway's goes
@@ -209,6 +220,7 @@ pub fn write_response_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
         dated |= date;
+        upgrade |= name == header::UPGRADE;
     }
     if !dated {
         out.extend_from_slice(b"date: ");
@@ -224,10 +236,22 @@ pub fn write_response_head(
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         BodyFraming::None | BodyFraming::CloseDelimited => {}
     }
-    if plan.close {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if request_version == Version::HTTP_10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
+    let persistence: &[u8] = match (plan.close, request_version) {
+        (true, _) => b"close",
+        (false, Version::HTTP_10) => b"keep-alive",
+        (false, _) => b"",
+    };
+    match (persistence, upgrade) {
+        (b"", false) => {}
+        (b"", true) => out.extend_from_slice(b"connection: upgrade\r\n"),
+        (option, upgrade) => {
+            out.extend_from_slice(b"connection: ");
+            out.extend_from_slice(option);
+            if upgrade {
+                out.extend_from_slice(b", upgrade");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out.extend_from_slice(b"\r\n");
     dropped
@@ -385,6 +409,28 @@ mod tests {
             (p.framing, p.length_mismatch),
             (BodyFraming::Length(3), true)
         );
+    }
+
+    #[test]
+    fn an_upgrade_field_goes_out_with_the_upgrade_option_beside_the_servers_own() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let head = |version| {
+            let p = plan(Method::GET, version, 426, &h, Some(0));
+            let mut out = Vec::new();
+            write_response_head(&mut out, StatusCode::UPGRADE_REQUIRED, &h, &p, version);
+            String::from_utf8(out).unwrap()
+        };
+        let http11 = head(Version::HTTP_11);
+        assert!(http11.contains("upgrade: TLS/1.2\r\n"), "{http11}");
+        assert!(http11.contains("connection: upgrade\r\n"), "{http11}");
+        let http10 = head(Version::HTTP_10);
+        assert!(
+            http10.contains("connection: keep-alive, upgrade\r\n"),
+            "{http10}"
+        );
+        assert_eq!(http10.matches("connection:").count(), 1, "{http10}");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! | `input-matches-content-length` | request | With a `Content-Length` (and no `Transfer-Encoding`), the [`Input`](crate::Input) never yields more bytes than it declares, nor ends before them (an error is the server's way to say a body broke off). |
 //! | `status-final` | response | The status is not 1xx: interim responses are the server's business. |
 //! | `header-value-valid` | response | Every field value is a valid field value (RFC 9110 §5.5): no control characters but HTAB, no leading or trailing whitespace. |
-//! | `no-hop-by-hop-headers` | response | No `Connection`, `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade` or `Proxy-Connection`: the server owns the connection and the framing (PEP 3333). |
+//! | `no-hop-by-hop-headers` | response | No `Connection` (but `close`, and `upgrade` with an `Upgrade` field), `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer` or `Proxy-Connection`: the server owns the connection and the framing (PEP 3333). `Upgrade` is allowed: a `426` must carry it. |
 //! | `content-type-required` | response | A response with content (other than 1xx, 204 and 304, and not known to be empty) has a `Content-Type` (RFC 9110 §8.3). |
 //! | `content-type-absent` | response | A 204 or 304 response, which has no content, has no `Content-Type`. |
 //! | `no-body-for-status` | response | A 204, 205 or 304 response has no body (RFC 9110 §15.3.5, §15.3.6, §15.4.5), and a 204 no `Content-Length` (§8.6). |
