@@ -322,6 +322,41 @@ fn graceful_shutdown_serves_a_request_whose_small_body_is_still_arriving() {
 }
 
 #[test]
+fn shutdown_keeps_a_stalled_upload_parked_so_that_ready_requests_get_the_workers() {
+    // One worker, and a shutdown deadline past the clients' patience: a request that
+    // waits for it fails the test.
+    let shutdown = Timeouts {
+        shutdown: Duration::from_secs(20),
+        ..config().timeouts
+    };
+    let mut pool = serve(config().workers(1).timeouts(shutdown), echo);
+    // A small upload that stalls: the loop holds it, no worker does.
+    let mut stalled = pool.connect();
+    stalled.send("POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\na");
+    let mut client = pool.connect();
+    client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde");
+    wait_until(
+        "the loop holds both requests while their bodies arrive",
+        || {
+            let stats = pool.handle.stats();
+            stats.open_connections == 2 && stats.busy_workers == 0 && stats.queued_requests == 0
+        },
+    );
+    pool.handle.shutdown();
+    wait_until("the server stops listening", || {
+        std::net::TcpStream::connect(pool.addr).is_err()
+    });
+    // The stalled upload must not take the only worker: this body completes now, and its
+    // request is served at once.
+    client.send("fghij");
+    let reply = client.response();
+    assert_eq!(reply.text(), "POST /up\nabcdefghij");
+    assert!(reply.closes(), "{reply:?}");
+    drop(stalled);
+    pool.join().expect("serve returns Ok");
+}
+
+#[test]
 fn a_panicking_gateway_leaves_the_worker_alive() {
     let ran_on: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
     let pool = serve(config().workers(1), {

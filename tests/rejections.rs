@@ -26,6 +26,7 @@ on_every_backend!(
     answers_414_for_a_request_line_over_the_limit,
     answers_431_for_too_many_header_fields,
     answers_431_for_a_header_field_over_the_limit,
+    answers_431_for_a_header_field_over_the_limit_before_it_ends,
     answers_431_for_a_head_over_the_limit,
     answers_431_for_trailer_fields_over_the_limits,
     answers_413_for_a_declared_body_over_max_body,
@@ -222,6 +223,18 @@ fn answers_431_for_a_header_field_over_the_limit(backend: Backend) {
         &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {value}\r\n\r\n"),
         431,
     );
+}
+
+fn answers_431_for_a_header_field_over_the_limit_before_it_ends(backend: Backend) {
+    // No line end comes: the answer must not wait for the head timeout (408).
+    let server = start(backend, config(), echo);
+    let mut client = server.connect();
+    let value = "v".repeat(9000);
+    client.send(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {value}"));
+    let reply = client.response();
+    assert_eq!(reply.status, 431, "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
 }
 
 fn answers_431_for_a_head_over_the_limit(backend: Backend) {

@@ -104,6 +104,15 @@ pub fn find_head_end(
     if line_len > limits.max_request_line {
         return Err(Error::UriTooLong);
     }
+    // A field line still without its end that is already over the limit is answered now,
+    // not when the head timeout runs out.
+    if end.is_none() {
+        if let Some(nl) = memchr::memrchr(b'\n', body) {
+            if body.len() - nl - 1 > limits.max_header_field {
+                return Err(Error::HeadTooLarge);
+            }
+        }
+    }
     // The blank lines count against the limit too: a client may send one or two, not an
     // endless stream of them.
     match end {
@@ -674,6 +683,23 @@ mod tests {
     #[test]
     fn rejects_two_host_fields() {
         rejects("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    }
+
+    #[test]
+    fn a_field_line_over_its_limit_is_refused_before_it_ends() {
+        let limits = Limits::default();
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: ".to_vec();
+        head.resize(head.len() + limits.max_header_field - 10, b'a');
+        let mut scanned = 0;
+        assert!(matches!(
+            find_head_end(&head, &mut scanned, &limits),
+            Ok(None)
+        ));
+        head.resize(head.len() + 100, b'a');
+        assert!(matches!(
+            find_head_end(&head, &mut scanned, &limits),
+            Err(Error::HeadTooLarge)
+        ));
     }
 
     #[test]

@@ -638,7 +638,8 @@ impl Loop {
     }
 
     /// Graceful shutdown: idle connections close now; requests already read finish within
-    /// the deadline (their responses say `Connection: close`).
+    /// the deadline (their responses say `Connection: close`), and so do requests whose
+    /// small body is still arriving, once it is in.
     /// `supervise` checks for stuck workers meanwhile.
     pub(crate) fn shut_down(&mut self, supervise: impl Fn()) {
         // While every worker was busy nobody may have been at the loop for up to a tick:
@@ -653,12 +654,11 @@ impl Loop {
         for token in 0..self.slots.len() {
             if let Some(conn) = self.take(token) {
                 // A request whose head is in and whose small body is still arriving is in
-                // flight: a worker serves it (and the rest of its body) like the others.
-                // An answer still being written is in flight too.
-                if conn.has_unsent() {
+                // flight: it stays here until its body is in (then a worker serves it),
+                // so a stalled upload holds no worker that ready requests need. An answer
+                // still being written is in flight too.
+                if conn.has_unsent() || conn.awaiting_body() {
                     self.return_untouched(token, conn);
-                } else if conn.awaiting_body() {
-                    self.dispatch(token, conn, false);
                 } else {
                     self.close(token, conn, false);
                 }
@@ -669,7 +669,7 @@ impl Loop {
         while self.open > 0 && Instant::now() < deadline {
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             let _ = self.poll.poll(&mut events, Some(TICK));
-            // Only answers still being written need the events now.
+            // Only answers still being written and bodies still arriving need the events now.
             for event in events.iter() {
                 let token = event.token().0;
                 if let Some(Slot::Live {
@@ -678,6 +678,8 @@ impl Loop {
                 {
                     if conn.has_unsent() {
                         self.write_unsent(token);
+                    } else if conn.awaiting_body() {
+                        self.read(token, event.is_read_closed());
                     }
                 }
             }
