@@ -58,7 +58,8 @@ pub struct Timeouts {
     pub body: Duration,
     /// How long a keep-alive connection may wait for its next request. Default 15 s.
     pub idle: Duration,
-    /// Longest wait for the client to take more response bytes. Default 30 s.
+    /// Longest time the client may take no response bytes at all (on Linux; elsewhere,
+    /// the longest wait for room in the socket). Default 30 s.
     pub write: Duration,
     /// How long a gateway's code may run before the pool reports it stuck and starts a
     /// fresh worker in its place: its call, or the making of one piece of a streamed body

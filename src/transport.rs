@@ -29,8 +29,14 @@ pub(crate) trait Transport: Send {
     fn resets_on_close(&self) -> bool {
         false
     }
-    /// Writes, waiting up to the write timeout for room (`TimedOut` after it).
+    /// Writes, waiting for room while the client takes bytes: `TimedOut` once it has taken
+    /// none for the write timeout.
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// How many bytes written to the connection its peer has not acknowledged yet, where the
+    /// platform tells: a count that falls means the client is taking bytes.
+    fn unacknowledged(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Writes every byte of `bufs`.
@@ -160,14 +166,67 @@ impl Transport for Socket {
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if self.nonblocking {
+        // What fits in the send buffer goes without a wait.
+        match self.write_nowait(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
+            other => return other,
+        }
+        // The buffer is full. Linux wakes a blocked writer only once a good part of it has
+        // drained, so a client that reads slowly but steadily can leave a wait to time out
+        // while it takes bytes. The timeout is for a client that takes none: after each
+        // wait that timed out, the writer waits again if acknowledgements came meanwhile.
+        let mut unacknowledged = self.unacknowledged();
+        loop {
             match (&*self.tcp).write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let now = self.unacknowledged();
+                    match (unacknowledged, now) {
+                        (Some(before), Some(after)) if after < before => unacknowledged = now,
+                        _ => return Err(timed_out(e)),
+                    }
+                }
                 other => return other,
             }
         }
-        (&*self.tcp).write_vectored(bufs).map_err(timed_out)
     }
+
+    fn unacknowledged(&self) -> Option<u32> {
+        unacknowledged(&self.tcp)
+    }
+}
+
+impl Socket {
+    /// Writes what fits now, whatever the socket's mode, without changing it.
+    fn write_nowait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.nonblocking {
+            return (&*self.tcp).write_vectored(bufs);
+        }
+        #[cfg(target_os = "linux")]
+        return socket2::SockRef::from(&*self.tcp)
+            .send_vectored_with_flags(bufs, libc::MSG_DONTWAIT);
+        #[cfg(not(target_os = "linux"))]
+        self.set_nonblocking()
+            .and_then(|()| (&*self.tcp).write_vectored(bufs))
+    }
+}
+
+/// The bytes in `tcp`'s send queue its peer has not acknowledged (`SIOCOUTQ`).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn unacknowledged(tcp: &TcpStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: the descriptor is open for the call (borrowed from `tcp`), and SIOCOUTQ
+    // (TIOCOUTQ) writes one `int` through the pointer, which points at `queued`.
+    match unsafe { libc::ioctl(tcp.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } {
+        0 => u32::try_from(queued).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unacknowledged(_tcp: &TcpStream) -> Option<u32> {
+    None
 }
 
 /// Cuts a connection at once, with a reset: its client sees the connection fail rather than
@@ -255,5 +314,76 @@ impl Transport for Memory {
 
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.output.write_vectored(bufs)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A connected pair: the server side wrapped as a blocking `Socket` with a 2 MiB send
+    /// buffer and `write_timeout`, and a client with a 2 MiB receive buffer (fixed sizes,
+    /// so the kernel's tuning does not move the numbers below).
+    fn pair(write_timeout: Duration) -> (Socket, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(1 << 20).unwrap();
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(1 << 20)
+            .unwrap();
+        let socket = Socket::new(server, false, write_timeout).unwrap();
+        (socket, client.into())
+    }
+
+    #[test]
+    fn a_slow_but_steady_reader_is_not_timed_out() {
+        // The reader takes 64 KiB every 50 ms (1.25 MiB/s), so the writer is woken only
+        // every half second or so (once a good part of its buffer has drained), more than
+        // the 250 ms write timeout; acknowledgements come in every 50 ms.
+        let (mut socket, mut client) = pair(Duration::from_millis(250));
+        let total = 6 << 20;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0; 64 << 10];
+            let mut read = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => return read,
+                    Ok(n) => read += n,
+                }
+            }
+        });
+        let body = vec![b'x'; total];
+        let mut bufs = [IoSlice::new(&body)];
+        let written = write_all_wait(&mut socket, &mut bufs);
+        drop(socket);
+        assert!(written.is_ok(), "{written:?}");
+        assert_eq!(reader.join().unwrap(), total);
+    }
+
+    #[test]
+    fn a_reader_that_takes_nothing_is_timed_out_after_one_write_timeout() {
+        let timeout = Duration::from_millis(500);
+        let (mut socket, client) = pair(timeout);
+        let body = vec![b'x'; 32 << 20];
+        let mut bufs = [IoSlice::new(&body)];
+        let started = Instant::now();
+        let written = write_all_wait(&mut socket, &mut bufs);
+        let took = started.elapsed();
+        assert_eq!(written.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        // One timeout, give or take scheduling; the send timeout alone took about three,
+        // as each partial write started it anew.
+        assert!(took >= timeout, "{took:?}");
+        assert!(took < timeout * 5 / 2, "{took:?}");
+        drop(client);
     }
 }

@@ -23,6 +23,7 @@ on_every_backend!(
     trickling_a_head_does_not_extend_the_head_timeout,
     answers_408_when_a_body_stalls_past_the_body_timeout,
     drops_a_client_that_stops_reading_after_the_write_timeout,
+    a_slow_but_steady_reader_gets_the_whole_answer,
     shutdown_lets_an_in_flight_request_finish_with_connection_close,
     shutdown_closes_idle_connections,
     shutdown_closes_requests_that_outlast_its_deadline,
@@ -310,6 +311,48 @@ fn drops_a_client_that_stops_reading_after_the_write_timeout(backend: Backend) {
         stats.requests_served == 1 && stats.open_connections == 0
     });
     drop(client);
+}
+
+fn a_slow_but_steady_reader_gets_the_whole_answer(backend: Backend) {
+    // The client takes 32 KiB every 50 ms (640 KiB/s) through a small receive buffer. The
+    // server's socket says it has room only once a good part of its own buffer (which
+    // Linux grows to megabytes) has drained, which can take longer than the 250 ms write
+    // timeout; but the client takes bytes all along, so its answer must not be cut.
+    const LEN: usize = 4 << 20;
+    const PIECE: usize = 32 << 10;
+    let server = start(
+        backend,
+        with_timeouts(|t| t.write = Duration::from_millis(250)),
+        move |_req: Request<'_>| Response::new(Body::from(vec![b'x'; LEN])),
+    );
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    client.set_recv_buffer_size(64 << 10).unwrap();
+    client.connect(&server.addr.into()).unwrap();
+    let mut client = std::net::TcpStream::from(client);
+    client.set_read_timeout(Some(support::PATIENCE)).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0; PIECE];
+    let started = Instant::now();
+    let mut body_at = None;
+    while body_at.map_or(true, |at| received.len() - at < LEN) {
+        assert!(started.elapsed() < Duration::from_secs(60), "over a minute");
+        if body_at.is_none() {
+            body_at = received
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|h| h + 4);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        match std::io::Read::read(&mut client, &mut buf) {
+            Ok(0) => panic!("the server closed after {} bytes", received.len()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{e} after {} bytes", received.len()),
+        }
+    }
+    assert!(received.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
 
 fn shutdown_lets_an_in_flight_request_finish_with_connection_close(backend: Backend) {

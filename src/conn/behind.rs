@@ -15,6 +15,8 @@ use crate::transport::Transport;
 #[derive(Debug, Default)]
 pub(crate) struct Unsent {
     pieces: VecDeque<Bytes>,
+    /// The socket's unacknowledged bytes when the write timer last started.
+    unacknowledged: Option<u32>,
 }
 
 impl Unsent {
@@ -29,6 +31,26 @@ impl<T: Transport> Conn<T> {
     /// Whether response bytes wait for the event loop to write them.
     pub(crate) fn has_unsent(&self) -> bool {
         !self.unsent.pieces.is_empty()
+    }
+
+    /// The write timer starts: notes how much the client has yet to acknowledge.
+    pub(crate) fn start_write_timer(&mut self) {
+        self.unsent.unacknowledged = self.io.unacknowledged();
+    }
+
+    /// Whether the client has taken bytes since the write timer started (it then starts
+    /// anew). The socket tells the writer it has room only once a good part of its buffer
+    /// has drained, so a slow but steady reader can take bytes for a whole write timeout
+    /// without a writable event.
+    pub(crate) fn took_bytes(&mut self) -> bool {
+        let now = self.io.unacknowledged();
+        match (self.unsent.unacknowledged, now) {
+            (Some(before), Some(after)) if after < before => {
+                self.unsent.unacknowledged = now;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sends the output buffer at the end of a response (see [`Conn::send_or_leave`]).

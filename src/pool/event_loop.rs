@@ -579,7 +579,10 @@ impl Loop {
 
     /// Puts a connection back in its slot, its timer (idle, head, body or write) starting
     /// now. [`park`](Self::park) also takes back its idle buffers.
-    fn put_back(&mut self, token: usize, conn: Box<Conn<Socket>>) {
+    fn put_back(&mut self, token: usize, mut conn: Box<Conn<Socket>>) {
+        if conn.has_unsent() {
+            conn.start_write_timer();
+        }
         if let Slot::Live {
             conn: slot, since, ..
         } = &mut self.slots[token]
@@ -602,7 +605,7 @@ impl Loop {
         let (idle, head, body, write) =
             (timeouts.idle, timeouts.head, timeouts.body, timeouts.write);
         let mut expired = Vec::new();
-        for (token, slot) in self.slots.iter().enumerate() {
+        for (token, slot) in self.slots.iter_mut().enumerate() {
             if let Slot::Live {
                 conn: Some(conn),
                 since,
@@ -618,9 +621,15 @@ impl Loop {
                     Some(started) => started + head,
                     None => *since + idle,
                 };
-                if now >= deadline {
-                    expired.push(token);
+                if now < deadline {
+                    continue;
                 }
+                if conn.has_unsent() && conn.took_bytes() {
+                    // A slow reader, not a stalled one: its timer starts anew.
+                    *since = now;
+                    continue;
+                }
+                expired.push(token);
             }
         }
         for token in expired {
