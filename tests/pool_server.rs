@@ -299,25 +299,36 @@ fn graceful_shutdown_during_load_loses_no_request() {
     assert_eq!(pool.handle.stats().requests_served, n as u64);
 }
 
-#[test]
-fn graceful_shutdown_serves_a_request_whose_small_body_is_still_arriving() {
-    let mut pool = serve(config().workers(2), echo);
-    let mut client = pool.connect();
-    client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde");
-    wait_until("the loop holds the request while its body arrives", || {
-        let stats = pool.handle.stats();
-        stats.open_connections == 1 && stats.busy_workers == 0 && stats.queued_requests == 0
-    });
+/// With `open` connections held by the loop while their bodies arrive, `client`'s upload
+/// among them (5 of its 10 bytes sent): shuts the server down, then sends the rest. The
+/// request is in flight (its head is in): it is served, and the connection closes.
+fn shut_down_and_finish_an_upload(pool: &Running, client: &mut RawClient, open: usize) {
+    wait_until(
+        "the loop holds the requests while their bodies arrive",
+        || {
+            let stats = pool.handle.stats();
+            stats.open_connections == open && stats.busy_workers == 0 && stats.queued_requests == 0
+        },
+    );
     pool.handle.shutdown();
     // Once the listener is gone, the loop no longer reads connections as usual.
     wait_until("the server stops listening", || {
         std::net::TcpStream::connect(pool.addr).is_err()
     });
-    // The request is in flight (its head is in): it is served, and the connection closes.
     client.send("fghij");
     let reply = client.response();
     assert_eq!(reply.text(), "POST /up\nabcdefghij");
     assert!(reply.closes(), "{reply:?}");
+}
+
+const UPLOAD_HALF_SENT: &str = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde";
+
+#[test]
+fn graceful_shutdown_serves_a_request_whose_small_body_is_still_arriving() {
+    let mut pool = serve(config().workers(2), echo);
+    let mut client = pool.connect();
+    client.send(UPLOAD_HALF_SENT);
+    shut_down_and_finish_an_upload(&pool, &mut client, 1);
     pool.join().expect("serve returns Ok");
 }
 
@@ -330,28 +341,13 @@ fn shutdown_keeps_a_stalled_upload_parked_so_that_ready_requests_get_the_workers
         ..config().timeouts
     };
     let mut pool = serve(config().workers(1).timeouts(shutdown), echo);
-    // A small upload that stalls: the loop holds it, no worker does.
+    // A small upload that stalls: the loop holds it, no worker does. It must not take the
+    // only worker at the shutdown, or the other upload, complete, waits for the deadline.
     let mut stalled = pool.connect();
     stalled.send("POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\na");
     let mut client = pool.connect();
-    client.send("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde");
-    wait_until(
-        "the loop holds both requests while their bodies arrive",
-        || {
-            let stats = pool.handle.stats();
-            stats.open_connections == 2 && stats.busy_workers == 0 && stats.queued_requests == 0
-        },
-    );
-    pool.handle.shutdown();
-    wait_until("the server stops listening", || {
-        std::net::TcpStream::connect(pool.addr).is_err()
-    });
-    // The stalled upload must not take the only worker: this body completes now, and its
-    // request is served at once.
-    client.send("fghij");
-    let reply = client.response();
-    assert_eq!(reply.text(), "POST /up\nabcdefghij");
-    assert!(reply.closes(), "{reply:?}");
+    client.send(UPLOAD_HALF_SENT);
+    shut_down_and_finish_an_upload(&pool, &mut client, 2);
     drop(stalled);
     pool.join().expect("serve returns Ok");
 }
