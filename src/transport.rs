@@ -180,10 +180,10 @@ impl Transport for Socket {
             match (&*self.tcp).write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let now = self.unacknowledged();
-                    match (unacknowledged, now) {
-                        (Some(before), Some(after)) if after < before => unacknowledged = now,
-                        _ => return Err(timed_out(e)),
+                    if !took_bytes(unacknowledged, now) {
+                        return Err(timed_out(e));
                     }
+                    unacknowledged = now;
                 }
                 other => return other,
             }
@@ -208,6 +208,12 @@ impl Socket {
         self.set_nonblocking()
             .and_then(|()| (&*self.tcp).write_vectored(bufs))
     }
+}
+
+/// Whether the client took bytes between two readings of
+/// [`Transport::unacknowledged`]: fewer are waiting for its acknowledgement.
+pub(crate) fn took_bytes(before: Option<u32>, now: Option<u32>) -> bool {
+    matches!((before, now), (Some(before), Some(now)) if now < before)
 }
 
 /// The bytes in `tcp`'s send queue its peer has not acknowledged (`SIOCOUTQ`).

@@ -44,13 +44,11 @@ impl<T: Transport> Conn<T> {
     /// without a writable event.
     pub(crate) fn took_bytes(&mut self) -> bool {
         let now = self.io.unacknowledged();
-        match (self.unsent.unacknowledged, now) {
-            (Some(before), Some(after)) if after < before => {
-                self.unsent.unacknowledged = now;
-                true
-            }
-            _ => false,
+        let took = crate::transport::took_bytes(self.unsent.unacknowledged, now);
+        if took {
+            self.unsent.unacknowledged = now;
         }
+        took
     }
 
     /// Sends the output buffer at the end of a response (see [`Conn::send_or_leave`]).
