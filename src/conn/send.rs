@@ -10,7 +10,7 @@ use http::{StatusCode, Version};
 use super::{error_response, Conn, Next};
 use crate::body::Kind;
 use crate::http1::{
-    gateway_may_send, is_hop_by_hop, named_in_connection, only_asks_to_close, plan_response,
+    gateway_may_send, is_hop_by_hop, named_in_connection, only_close_or_upgrade, plan_response,
     write_response_head, BodyFraming,
 };
 use crate::pool::Busy;
@@ -396,7 +396,7 @@ fn warn_on_server_owned_fields(headers: &http::HeaderMap) {
         if !owned {
             continue;
         }
-        if only_asks_to_close(name, value) {
+        if only_close_or_upgrade(name, value) {
             continue; // honoured, not dropped
         }
         tracing::warn!(field = %name, ?value, "gateway set a hop-by-hop field; the server drops it");

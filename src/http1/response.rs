@@ -129,7 +129,7 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// A `Connection` field from a gateway that the server honours rather than drops: `close`
 /// (close the connection after this answer) and `upgrade` (the option that goes with an
 /// `Upgrade` field, which the server adds itself). The server writes its own `Connection`.
-pub(crate) fn only_asks_to_close(name: &HeaderName, value: &http::HeaderValue) -> bool {
+pub(crate) fn only_close_or_upgrade(name: &HeaderName, value: &http::HeaderValue) -> bool {
     name == header::CONNECTION
         && value
             .as_bytes()

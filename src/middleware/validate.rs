@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use crate::body::Kind;
-use crate::http1::{gateway_may_send, is_hop_by_hop, only_asks_to_close};
+use crate::http1::{gateway_may_send, is_hop_by_hop, only_close_or_upgrade};
 use crate::input::Source;
 use crate::{Body, Environ, Gateway, Input, Request, Response};
 
@@ -199,7 +199,7 @@ fn check_response(res: Response, is_head: bool) -> Response {
         }
     }
     let server_owned = headers.iter().find(|(name, value)| {
-        is_hop_by_hop(name) && !gateway_may_send(name) && !only_asks_to_close(name, value)
+        is_hop_by_hop(name) && !gateway_may_send(name) && !only_close_or_upgrade(name, value)
     });
     if let Some((name, _)) = server_owned {
         violated(
