@@ -26,6 +26,12 @@ pub struct Limits {
     /// worker takes the request, so a slow upload holds no worker (larger ones are
     /// streamed by the worker). 0 turns this off. Default 16 KiB.
     pub max_buffered_body: usize,
+    /// Slowest average rate, in bytes per second, at which a body that a gateway reads must
+    /// arrive once [`Timeouts::body_grace`] has passed (408 below it), as Kestrel does: a
+    /// client that trickles an upload a byte at a time, each within `timeouts.body`, would
+    /// otherwise hold a pool worker (or a dev server thread) for as long as it likes. 0
+    /// turns it off. Default 240 bytes/s.
+    pub min_body_rate: u32,
 }
 
 impl Default for Limits {
@@ -37,6 +43,7 @@ impl Default for Limits {
             max_head: 64 * 1024,
             max_body: Some(64 * 1024 * 1024),
             max_buffered_body: 16 * 1024,
+            min_body_rate: 240,
         }
     }
 }
@@ -56,6 +63,9 @@ pub struct Timeouts {
     pub head: Duration,
     /// Longest wait for more body bytes while a gateway reads its input. Default 30 s.
     pub body: Duration,
+    /// How long a body a gateway reads may arrive below [`Limits::min_body_rate`], from the
+    /// server's first wait for it. Default 5 s.
+    pub body_grace: Duration,
     /// How long a keep-alive connection may wait for its next request. Default 15 s.
     pub idle: Duration,
     /// Longest time the client may take no response bytes at all (on Linux; elsewhere,
@@ -89,6 +99,7 @@ impl Timeouts {
         Timeouts {
             head: bound(self.head),
             body: bound(self.body),
+            body_grace: bound(self.body_grace),
             idle: bound(self.idle),
             write: bound(self.write),
             request: bound(self.request),
@@ -105,6 +116,7 @@ impl Default for Timeouts {
         Timeouts {
             head: Duration::from_secs(10),
             body: Duration::from_secs(30),
+            body_grace: Duration::from_secs(5),
             idle: Duration::from_secs(15),
             write: Duration::from_secs(30),
             request: Duration::from_secs(60),

@@ -22,6 +22,8 @@ on_every_backend!(
     answers_408_when_a_head_stalls_past_the_head_timeout,
     trickling_a_head_does_not_extend_the_head_timeout,
     answers_408_when_a_body_stalls_past_the_body_timeout,
+    answers_408_when_a_body_trickles_below_the_minimum_rate,
+    a_body_above_the_minimum_rate_is_served_however_it_comes,
     drops_a_client_that_stops_reading_after_the_write_timeout,
     a_slow_but_steady_reader_gets_the_whole_answer,
     shutdown_lets_an_in_flight_request_finish_with_connection_close,
@@ -51,6 +53,7 @@ fn extreme_timeouts_are_taken_as_never_or_at_once_without_failing(backend: Backe
                 &mut t.head,
                 &mut t.idle,
                 &mut t.body,
+                &mut t.body_grace,
                 &mut t.request,
                 &mut t.shutdown,
                 &mut t.linger,
@@ -87,6 +90,8 @@ fn extreme_limits_are_taken_as_no_limit_without_failing(backend: Backend) {
         max_head: usize::MAX,
         max_body: None,
         max_buffered_body: usize::MAX,
+        // The one limit whose "none" is zero.
+        min_body_rate: 0,
     };
     let server = start(backend, config, echo);
     let mut client = server.connect();
@@ -289,6 +294,55 @@ fn answers_408_when_a_body_stalls_past_the_body_timeout(backend: Backend) {
     assert_eq!(reply.status, 408);
     assert!(reply.closes(), "{reply:?}");
     client.expect_closed();
+}
+
+/// At least 1,000 bytes a second after the first half second: a body above 16 KiB, so the
+/// pool's gateway reads it on a worker (smaller ones the event loop takes in first).
+fn with_min_body_rate() -> Config {
+    let mut config = with_timeouts(|t| t.body_grace = Duration::from_millis(500));
+    config.limits.min_body_rate = 1000;
+    config
+}
+
+fn answers_408_when_a_body_trickles_below_the_minimum_rate(backend: Backend) {
+    // Each byte comes well within the body timeout (30 s): only the rate can end this.
+    let server = start(backend, with_min_body_rate(), support::echo);
+    let mut client = server.connect();
+    client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut trickle = client.try_clone_stream();
+    let started = Instant::now();
+    let trickler = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            // 20 bytes a second.
+            while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(8) {
+                if trickle.write_all(b"a").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let reply = client.response();
+    stop.store(true, Relaxed);
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+    trickler.join().unwrap();
+}
+
+fn a_body_above_the_minimum_rate_is_served_however_it_comes(backend: Backend) {
+    // 30,000 bytes in six pieces 200 ms apart: 25,000 bytes a second, with pauses.
+    let server = start(backend, with_min_body_rate(), support::echo);
+    let mut client = server.connect();
+    client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 30000\r\n\r\n");
+    let piece = "b".repeat(5000);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(200));
+        client.send(&piece);
+    }
+    let reply = client.response();
+    assert_eq!(reply.text(), format!("POST /\n{}", piece.repeat(6)));
 }
 
 fn drops_a_client_that_stops_reading_after_the_write_timeout(backend: Backend) {

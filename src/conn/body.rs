@@ -2,6 +2,7 @@
 //! sent on the first read that needs the client's bytes.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
@@ -61,6 +62,10 @@ impl BodyError {
 pub(crate) struct BodyState {
     pub(crate) kind: BodyKind,
     pub(crate) received: u64,
+    /// How long the server has waited for body bytes, and how many it has read: the
+    /// body's rate ([`Limits::min_body_rate`](crate::Limits)). Time the gateway spends
+    /// between reads does not count against the client.
+    pub(crate) arrival: (Duration, u64),
     pub(crate) continue_pending: bool,
     pub(crate) error: Option<BodyError>,
 }
@@ -76,6 +81,7 @@ impl BodyState {
         BodyState {
             kind,
             received: 0,
+            arrival: (Duration::ZERO, 0),
             continue_pending,
             error: None,
         }
@@ -120,9 +126,15 @@ impl<T: Transport> BodyReader<'_, T> {
                 return Err(self.fail(BodyError::Io(e.kind())));
             }
         }
-        let timeout = self.config.timeouts.body;
-        let max = self.config.limits.max_head.max(64 * 1024);
         let wait = self.wait;
+        let (timeout, too_slow) = match wait {
+            true => self.body_wait(),
+            false => (self.config.timeouts.body, false),
+        };
+        let timed = wait && self.config.limits.min_body_rate != 0;
+        let waited_from = timed.then(Instant::now);
+        let conn = &mut *self.conn;
+        let max = self.config.limits.max_head.max(64 * 1024);
         // Time the client takes to send is not the gateway's (`timeouts.body` bounds it).
         let clock = self.clock.filter(|_| wait);
         let read = Busy::untimed(clock, || {
@@ -134,13 +146,40 @@ impl<T: Transport> BodyReader<'_, T> {
                 }
             })
         });
+        if let Some(from) = waited_from {
+            conn.body.arrival.0 += from.elapsed();
+        }
         match read {
             Ok(0) => Err(self.fail(BodyError::Incomplete)),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                conn.body.arrival.1 += n as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && too_slow => {
+                tracing::debug!(peer = ?conn.peer, "request body below the minimum rate; answering 408");
+                Err(self.fail(BodyError::TimedOut))
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => Err(e),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(self.fail(BodyError::TimedOut)),
             Err(e) => Err(self.fail(BodyError::Io(e.kind()))),
         }
+    }
+
+    /// How long the next wait for body bytes may last: the body timeout, or less if the
+    /// client would then have kept the server waiting longer than its body's minimum rate
+    /// allows (then also `true`).
+    fn body_wait(&mut self) -> (Duration, bool) {
+        let timeout = self.config.timeouts.body;
+        let rate = self.config.limits.min_body_rate;
+        if rate == 0 {
+            return (timeout, false);
+        }
+        let (waited, read) = self.conn.body.arrival;
+        let for_bytes = Duration::try_from_secs_f64(read as f64 / f64::from(rate));
+        let allowed =
+            (self.config.timeouts.body_grace).saturating_add(for_bytes.unwrap_or(Duration::MAX));
+        let left = allowed.saturating_sub(waited);
+        (timeout.min(left), left < timeout)
     }
 
     /// How many body bytes sit at the front of the buffer now, reading as needed.
