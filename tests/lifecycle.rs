@@ -260,30 +260,17 @@ fn trickling_a_head_does_not_extend_the_head_timeout(backend: Backend) {
     let server = start(backend, with_timeouts(|t| t.head = SHORT), target);
     let mut client = server.connect();
     client.send("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut trickle = client.try_clone_stream();
+    // Each read makes progress, the head never ends.
     let started = Instant::now();
-    let trickler = std::thread::spawn({
-        let stop = stop.clone();
-        move || {
-            // A byte every 50 ms: each read makes progress, the head never ends.
-            while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(5) {
-                if trickle.write_all(b"a").is_err() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    });
+    let trickler = Trickler::start(&client, Duration::from_secs(5));
     let reply = client.response();
-    stop.store(true, Relaxed);
+    trickler.stop();
     assert_eq!(reply.status, 408);
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "408 came only after {:?}",
         started.elapsed()
     );
-    trickler.join().unwrap();
 }
 
 fn answers_408_when_a_body_stalls_past_the_body_timeout(backend: Backend) {
@@ -309,26 +296,43 @@ fn answers_408_when_a_body_trickles_below_the_minimum_rate(backend: Backend) {
     let server = start(backend, with_min_body_rate(), support::echo);
     let mut client = server.connect();
     client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na");
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut trickle = client.try_clone_stream();
-    let started = Instant::now();
-    let trickler = std::thread::spawn({
-        let stop = stop.clone();
-        move || {
-            // 20 bytes a second.
-            while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(8) {
-                if trickle.write_all(b"a").is_err() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    });
+    let trickler = Trickler::start(&client, Duration::from_secs(8));
     let reply = client.response();
-    stop.store(true, Relaxed);
+    trickler.stop();
     assert_eq!(reply.status, 408, "{reply:?}");
     assert!(reply.closes(), "{reply:?}");
-    trickler.join().unwrap();
+}
+
+/// Sends a byte every 50 ms (20 a second) on `client`'s socket from a thread, for at most
+/// `limit`, until stopped or the server closes.
+struct Trickler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Trickler {
+    fn start(client: &support::RawClient, limit: Duration) -> Trickler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut trickle = client.try_clone_stream();
+        let started = Instant::now();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(Relaxed) && started.elapsed() < limit {
+                    if trickle.write_all(b"a").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        Trickler { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Relaxed);
+        self.thread.join().unwrap();
+    }
 }
 
 fn a_body_above_the_minimum_rate_is_served_however_it_comes(backend: Backend) {
