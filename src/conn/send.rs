@@ -10,8 +10,8 @@ use http::{StatusCode, Version};
 use super::{error_response, Conn, Next};
 use crate::body::Kind;
 use crate::http1::{
-    gateway_may_send, is_hop_by_hop, named_in_connection, only_close_or_upgrade, plan_response,
-    write_response_head, BodyFraming,
+    drops_for_the_connection, only_close_or_upgrade, plan_response, write_response_head,
+    BodyFraming,
 };
 use crate::pool::Busy;
 use crate::transport::{write_all_wait, Transport};
@@ -391,9 +391,7 @@ fn warn_on_server_owned_fields(headers: &http::HeaderMap) {
                 "gateway set more than one Date field; the server sends the first"
             );
         }
-        let owned = !gateway_may_send(name)
-            && (is_hop_by_hop(name) || (connection && named_in_connection(headers, name)));
-        if !owned {
+        if !drops_for_the_connection(headers, connection, name) {
             continue;
         }
         if only_close_or_upgrade(name, value) {

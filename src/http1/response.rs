@@ -116,7 +116,7 @@ fn asks_to_close(headers: &HeaderMap) -> bool {
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, which the server owns.
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::TE
@@ -141,19 +141,31 @@ pub(crate) fn only_close_or_upgrade(name: &HeaderName, value: &http::HeaderValue
 /// A hop-by-hop field a gateway may still send: `Upgrade`, which a `426` must carry and any
 /// response may use to advertise protocols (RFC 9110 §7.8, §15.5.22). The server sends the
 /// `upgrade` connection option with it.
-pub(crate) fn gateway_may_send(name: &HeaderName) -> bool {
+fn gateway_may_send(name: &HeaderName) -> bool {
     name == header::UPGRADE
 }
 
-/// Header fields the server owns: hop-by-hop fields (but `Upgrade`) and framing.
-fn server_owned(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || (is_hop_by_hop(name) && !gateway_may_send(name))
+/// Hop-by-hop fields the server owns, so that a gateway's are dropped: all but `Upgrade`.
+pub(crate) fn owned_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop(name) && !gateway_may_send(name)
+}
+
+/// Whether the server drops a gateway's field `name` as describing the connection: a
+/// hop-by-hop field it owns, or one the gateway's `Connection` field names (`connection`:
+/// whether `headers` has a `Connection` field, found once per response).
+pub(crate) fn drops_for_the_connection(
+    headers: &HeaderMap,
+    connection: bool,
+    name: &HeaderName,
+) -> bool {
+    owned_hop_by_hop(name)
+        || (connection && !gateway_may_send(name) && named_in_connection(headers, name))
 }
 
 /// Whether a `Connection` field in `headers` names `name` as a connection option: the
 /// gateway marks that field as describing the connection only, so it goes with the
 /// `Connection` field, which the server owns (RFC 9110 §7.6.1).
-pub(crate) fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')
@@ -194,9 +206,7 @@ pub fn write_response_head(
     let mut dated = false;
     let mut upgrade = false;
     for (name, value) in headers {
-        if server_owned(name)
-            || (connection && !gateway_may_send(name) && named_in_connection(headers, name))
-        {
+        if name == header::CONTENT_LENGTH || drops_for_the_connection(headers, connection, name) {
             continue;
         }
         // `Date` is a singleton (RFC 9110 §6.6.1): the first valid one of a gateway's goes

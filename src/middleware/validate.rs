@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use crate::body::Kind;
-use crate::http1::{gateway_may_send, is_hop_by_hop, only_close_or_upgrade};
+use crate::http1::{only_close_or_upgrade, owned_hop_by_hop};
 use crate::input::Source;
 use crate::{Body, Environ, Gateway, Input, Request, Response};
 
@@ -198,9 +198,9 @@ fn check_response(res: Response, is_head: bool) -> Response {
             );
         }
     }
-    let server_owned = headers.iter().find(|(name, value)| {
-        is_hop_by_hop(name) && !gateway_may_send(name) && !only_close_or_upgrade(name, value)
-    });
+    let server_owned = headers
+        .iter()
+        .find(|(name, value)| owned_hop_by_hop(name) && !only_close_or_upgrade(name, value));
     if let Some((name, _)) = server_owned {
         violated(
             "no-hop-by-hop-headers",
