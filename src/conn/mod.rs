@@ -18,7 +18,7 @@ use std::time::Instant;
 use http::{Response as HttpResponse, StatusCode, Version};
 
 use crate::http1::{
-    find_head_end, parse_head_exact, parse_request_head, ChunkedDecoder, Framing, RequestHead, Step,
+    parse_head_exact, parse_request_head, scan_head, ChunkedDecoder, Framing, RequestHead, Step,
 };
 use crate::server::Shared;
 use crate::transport::Transport;
@@ -73,6 +73,9 @@ pub(crate) struct Conn<T: Transport> {
     pub(crate) buf: ReadBuf,
     pub(crate) out: Vec<u8>,
     scanned: usize,
+    /// Whether a line of the head scanned so far may be a framing field (see
+    /// [`scan_head`]): without one, the head declares no body.
+    may_frame: bool,
     /// The length of the complete head at the front of `buf`, once found.
     head_len: Option<usize>,
     /// That head, parsed by the event loop while it waits for a small body (boxed: most
@@ -105,6 +108,7 @@ impl<T: Transport> Conn<T> {
             buf: ReadBuf::default(),
             out: Vec::new(),
             scanned: 0,
+            may_frame: false,
             head_len: None,
             parsed: None,
             body_scan: None,
@@ -131,10 +135,17 @@ impl<T: Transport> Conn<T> {
         }
         if self.buf.is_empty() {
             self.scanned = 0;
+            self.may_frame = false;
             return Head::Empty;
         }
         self.head_started.get_or_insert_with(Instant::now);
-        match find_head_end(self.buf.filled(), &mut self.scanned, &shared.config.limits) {
+        let limits = &shared.config.limits;
+        match scan_head(
+            self.buf.filled(),
+            &mut self.scanned,
+            limits,
+            &mut self.may_frame,
+        ) {
             Ok(None) => Head::Partial,
             Ok(Some(len)) => {
                 self.head_len = Some(len);
@@ -206,7 +217,7 @@ impl<T: Transport> Conn<T> {
         if limits.max_buffered_body == 0 {
             return false;
         }
-        if self.parsed.is_none() && !declares_body(&self.buf.filled()[..len]) {
+        if self.parsed.is_none() && !(self.may_frame && declares_body(&self.buf.filled()[..len])) {
             return false; // the common GET: no parse in the loop, the worker does it
         }
         if self.parsed.is_none() {
@@ -337,6 +348,7 @@ impl<T: Transport> Conn<T> {
         let config = &shared.config;
         let started = self.head_started.take().unwrap_or_else(Instant::now);
         self.scanned = 0;
+        self.may_frame = false;
         let filled = self.buf.filled();
         self.body_scan = None;
         let parsed = match (self.parsed.take(), self.head_len.take()) {
@@ -641,6 +653,7 @@ pub(crate) fn log_rejection(shared: &Shared, peer: Option<SocketAddr>, status: S
 #[cfg(test)]
 mod tests {
     use super::declares_body;
+    use crate::http1::scan_head;
 
     #[test]
     fn a_head_declares_a_body_by_a_framing_field_at_a_line_start() {
@@ -658,5 +671,40 @@ mod tests {
         ));
         // A name alone at the very end is not a field line with a value.
         assert!(!declares_body(b"GET / HTTP/1.1\r\nContent-Length:"));
+    }
+
+    /// The head scan's hint never misses a framing field, whatever pieces the head
+    /// arrives in, and stays off for heads without one.
+    #[test]
+    fn the_head_scan_notes_every_line_that_may_frame_a_body() {
+        let limits = crate::Limits::default();
+        let heads: [&[u8]; 6] = [
+            b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: x\r\n\r\n",
+            b"\r\nPUT /c HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+            b"GET /content-length:5 HTTP/1.1\r\nX: transfer-encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ];
+        for head in heads {
+            for split in 1..head.len() {
+                let (mut scanned, mut may_frame) = (0, false);
+                let first = scan_head(&head[..split], &mut scanned, &limits, &mut may_frame);
+                assert_eq!(first.unwrap(), None);
+                let found = scan_head(head, &mut scanned, &limits, &mut may_frame).unwrap();
+                assert_eq!(found, Some(head.len()));
+                if declares_body(head) {
+                    assert!(
+                        may_frame,
+                        "{:?} split at {split}",
+                        String::from_utf8_lossy(head)
+                    );
+                }
+            }
+            let (mut scanned, mut may_frame) = (0, false);
+            scan_head(head, &mut scanned, &limits, &mut may_frame).unwrap();
+            let starts_c_or_t = head.starts_with(b"GET / HTTP/1.1\r\nHost: x\r\nC");
+            assert_eq!(may_frame, declares_body(head) || starts_c_or_t);
+        }
     }
 }

@@ -66,6 +66,19 @@ pub fn find_head_end(
     scanned: &mut usize,
     limits: &Limits,
 ) -> Result<Option<usize>, Error> {
+    scan_head(buf, scanned, limits, &mut false)
+}
+
+/// [`find_head_end`], also setting `may_frame` once a line after the request line starts
+/// with `c` or `t` (either case): only then can the head hold a `Content-Length` or
+/// `Transfer-Encoding` field, so a head scanned without it declares no body. A
+/// byte's look per line, where a separate pass would cost a search per line again.
+pub(crate) fn scan_head(
+    buf: &[u8],
+    scanned: &mut usize,
+    limits: &Limits,
+    may_frame: &mut bool,
+) -> Result<Option<usize>, Error> {
     // Leading blank lines before a request line are ignored (RFC 9112 §2.2).
     let start = buf
         .iter()
@@ -86,7 +99,10 @@ pub fn find_head_end(
                 end = Some(nl + 3);
                 break;
             }
-            Some(_) => i = nl + 1,
+            Some(&first) => {
+                *may_frame |= matches!(first | 0x20, b'c' | b't');
+                i = nl + 1;
+            }
             None => break,
         }
     }
