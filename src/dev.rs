@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use crate::conn::{Conn, Ctx, Next, Wait};
 use crate::linger::Linger;
-use crate::server::{bind, listening_poll, AcceptErrors, Shared, Throttle};
+use crate::server::{adopt, bind, listening_poll, AcceptErrors, Shared, Throttle};
 use crate::transport::Socket;
 use crate::{Config, Gateway, Handle};
 
@@ -121,6 +121,28 @@ impl DevServer {
     /// Binds `addr` with `config`.
     pub fn bind_with(addr: impl ToSocketAddrs, config: Config) -> io::Result<DevServer> {
         let listener = bind(addr, config.backlog)?;
+        let shared = Shared::new(config, listener.local_addr()?);
+        Ok(DevServer { listener, shared })
+    }
+
+    /// Serves on `listener`, a socket already bound and listening: one made with options
+    /// of your own, or one passed down by a process manager (systemd socket activation,
+    /// a graceful restart that hands the socket to the next process). The server sets it
+    /// non-blocking; [`Config::backlog`] does not apply (the listener's own stands).
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use sgi::{Config, DevServer};
+    ///
+    /// // Under systemd socket activation the first passed socket is fd 3:
+    /// // let listener = unsafe { std::os::fd::FromRawFd::from_raw_fd(3) };
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let server = DevServer::from_listener(listener, Config::default())?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<DevServer> {
+        let listener = adopt(listener)?;
         let shared = Shared::new(config, listener.local_addr()?);
         Ok(DevServer { listener, shared })
     }

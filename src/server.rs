@@ -217,6 +217,19 @@ pub(crate) fn bind(
     }))
 }
 
+/// Checks that a listener handed to a backend listens: `accept` on a socket that does not
+/// fails each time, and the server would only log it.
+pub(crate) fn adopt(listener: std::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
+    match socket2::SockRef::from(&listener).is_listener() {
+        Ok(true) => Ok(listener),
+        Ok(false) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the socket given is not listening (call listen first)",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// How both backends meet a failed `accept`: never by giving up. Besides running out of
 /// descriptors or memory, Linux reports a new connection's pending network errors (EPROTO,
 /// ENETDOWN, EHOSTUNREACH, ...) through `accept`, to be retried like EAGAIN. Each failure

@@ -13,6 +13,8 @@ use support::{agent, config, echo, environ, response, start, target, wait_until,
 
 on_every_backend!(
     port_zero_binds_a_free_port_and_reports_it,
+    serves_on_a_listener_it_is_given,
+    refuses_a_socket_that_is_not_listening,
     environ_reports_the_peer_and_local_addresses,
     environ_reports_the_mount_as_script_name,
     environ_reports_server_name_and_port,
@@ -132,6 +134,43 @@ fn port_zero_binds_a_free_port_and_reports_it(backend: Backend) {
     assert_eq!(res.status(), 200);
     let env = json(res.into_string().unwrap().as_bytes());
     assert_eq!(env["server_port"], server.addr.port());
+}
+
+fn serves_on_a_listener_it_is_given(backend: Backend) {
+    // As a process manager would hand it over: bound and listening, options its own.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = support::start_on(backend, listener, config(), environ);
+    assert_eq!(server.addr, addr);
+    assert_eq!(server.handle.local_addr(), addr);
+    let mut client = server.connect();
+    for _ in 0..2 {
+        client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let env = json(&client.response().body);
+        assert_eq!(env["local_addr"], addr.to_string());
+        assert_eq!(env["server_port"], addr.port());
+    }
+    server.stop().unwrap();
+}
+
+fn refuses_a_socket_that_is_not_listening(backend: Backend) {
+    use socket2::{Domain, Socket, Type};
+    // Bound but never told to listen: every accept would fail, so it is refused up front.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let err = match backend {
+        Backend::Dev => sgi::DevServer::from_listener(socket.into(), config()).err(),
+        Backend::Pool => sgi::PoolServer::from_listener(socket.into(), config()).err(),
+    };
+    let err = err.expect("a socket that does not listen is refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
 }
 
 fn environ_reports_the_peer_and_local_addresses(backend: Backend) {

@@ -26,7 +26,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 
-use crate::server::{bind, Shared};
+use crate::server::{adopt, bind, Shared};
 use crate::{Config, Gateway, Handle};
 pub(crate) use worker::{untimed_here, Busy};
 
@@ -58,6 +58,28 @@ impl PoolServer {
     /// Binds `addr` with `config`.
     pub fn bind_with(addr: impl ToSocketAddrs, config: Config) -> io::Result<PoolServer> {
         let listener = bind(addr, config.backlog)?;
+        let shared = Shared::new(config, listener.local_addr()?);
+        Ok(PoolServer { listener, shared })
+    }
+
+    /// Serves on `listener`, a socket already bound and listening: one made with options
+    /// of your own, or one passed down by a process manager (systemd socket activation,
+    /// a graceful restart that hands the socket to the next process). The server sets it
+    /// non-blocking; [`Config::backlog`] does not apply (the listener's own stands).
+    ///
+    /// ```
+    /// use std::net::TcpListener;
+    /// use sgi::{Config, PoolServer};
+    ///
+    /// // Under systemd socket activation the first passed socket is fd 3:
+    /// // let listener = unsafe { std::os::fd::FromRawFd::from_raw_fd(3) };
+    /// let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// let server = PoolServer::from_listener(listener, Config::default())?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<PoolServer> {
+        let listener = adopt(listener)?;
         let shared = Shared::new(config, listener.local_addr()?);
         Ok(PoolServer { listener, shared })
     }

@@ -92,6 +92,38 @@ pub fn start<G: Gateway>(backend: Backend, config: Config, gateway: G) -> Runnin
     }
 }
 
+/// Starts `gateway` on `backend`, serving on `listener` (bound and listening already).
+pub fn start_on<G: Gateway>(
+    backend: Backend,
+    listener: std::net::TcpListener,
+    config: Config,
+    gateway: G,
+) -> Running {
+    let (addr, handle, serving) = match backend {
+        Backend::Dev => {
+            let server = DevServer::from_listener(listener, config).expect("adopt");
+            (
+                server.local_addr(),
+                server.handle(),
+                spawn(|| server.serve(gateway)),
+            )
+        }
+        Backend::Pool => {
+            let server = PoolServer::from_listener(listener, config.workers(2)).expect("adopt");
+            (
+                server.local_addr(),
+                server.handle(),
+                spawn(|| server.serve(gateway)),
+            )
+        }
+    };
+    Running {
+        addr,
+        handle,
+        serving: Some(serving),
+    }
+}
+
 fn spawn(serve: impl FnOnce() -> io::Result<()> + Send + 'static) -> JoinHandle<io::Result<()>> {
     std::thread::Builder::new()
         .name("test-serve".into())
