@@ -96,9 +96,16 @@ impl Body {
     /// let body = sgi::Body::from_file(std::fs::File::open("Cargo.toml")?)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    ///
+    /// A file whose size says nothing of what it reads (a pipe, a device, or a `/proc`
+    /// file, which reports a size of 0) is sent as a reader of unknown length, to its end.
     pub fn from_file(mut file: File) -> io::Result<Body> {
         use std::io::Seek;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        if !meta.is_file() || (meta.len() == 0 && !is_empty(&mut file)?) {
+            return Ok(Body::from_reader(file, None));
+        }
+        let len = meta.len();
         let pos = file.stream_position()?;
         Ok(Body {
             kind: Kind::File(file, len.saturating_sub(pos)),
@@ -126,10 +133,19 @@ impl Body {
     /// # std::fs::remove_file(&path)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    ///
+    /// Of a file whose size says nothing of what it reads (see [`Body::from_file`]), up to
+    /// `len` bytes from `start` are sent as a reader of unknown length (one that cannot
+    /// seek is an error).
     pub fn from_file_range(mut file: File, start: u64, len: u64) -> io::Result<Body> {
-        use std::io::{Seek, SeekFrom};
-        let size = file.metadata()?.len();
+        use std::io::{Read, Seek, SeekFrom};
+        let meta = file.metadata()?;
+        if !meta.is_file() || (meta.len() == 0 && !is_empty(&mut file)?) {
+            file.seek(SeekFrom::Start(start))?;
+            return Ok(Body::from_reader(file.take(len), None));
+        }
         file.seek(SeekFrom::Start(start))?;
+        let size = meta.len();
         Ok(Body {
             kind: Kind::File(file, len.min(size.saturating_sub(start))),
         })
@@ -319,4 +335,14 @@ impl From<()> for Body {
     fn from(_: ()) -> Self {
         Body::empty()
     }
+}
+
+/// Whether a regular file that reports a size of 0 reads nothing either (a `/proc` file
+/// reports 0 and reads text); its position is left where it was.
+fn is_empty(file: &mut File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let pos = file.stream_position()?;
+    let empty = file.read(&mut [0u8])? == 0;
+    file.seek(SeekFrom::Start(pos))?;
+    Ok(empty)
 }

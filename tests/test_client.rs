@@ -352,3 +352,38 @@ fn a_header_value_cannot_smuggle_a_second_field() {
 fn a_target_with_a_space_is_refused_as_no_real_client_would_send_it() {
     let _ = TestClient::new(echo).get("/users/a b");
 }
+
+/// A `/proc` file reports a size of 0 but reads text: it is sent to its end, not as an
+/// empty body.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_that_is_not_a_regular_file_is_sent_as_it_reads() {
+    let client = TestClient::new(|req: Request<'_>| {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let body = match req.uri().path() {
+            "/range" => Body::from_file_range(file, 0, 5).unwrap(),
+            _ => Body::from_file(file).unwrap(),
+        };
+        Response::new(body)
+    });
+    let res = client.get("/").send();
+    assert_eq!(res.status(), 200);
+    let text = res.text();
+    assert!(
+        text.starts_with("Name:") && text.contains("\nPid:"),
+        "{text:?}"
+    );
+    assert_eq!(client.get("/range").send().text(), "Name:");
+
+    // An empty regular file still goes out with its length.
+    let path = std::env::temp_dir().join(format!("sgi-empty-{}", std::process::id()));
+    std::fs::File::create(&path).unwrap();
+    let file = path.clone();
+    let client = TestClient::new(move |_req: Request<'_>| {
+        Response::new(Body::from_file(std::fs::File::open(&file).unwrap()).unwrap())
+    });
+    let res = client.get("/").send();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(res.headers()["content-length"], "0");
+    assert_eq!(res.text(), "");
+}
