@@ -34,7 +34,11 @@ impl Scheme {
 /// };
 /// assert_eq!(TestClient::new(app).get("/").send().body(), "http ");
 /// ```
+///
+/// More facts may be added (it is `#[non_exhaustive]`): outside this crate, make one from
+/// [`Environ::default`] or a request's own, and set the fields that differ.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Environ {
     /// The client's address (`None` in the test client).
     pub peer_addr: Option<SocketAddr>,
@@ -62,7 +66,9 @@ pub struct Environ {
 /// use sgi::{Environ, Input, RequestExt};
 ///
 /// let mut req = sgi::http::Request::new(Input::from_slice(b""));
-/// req.extensions_mut().insert(Environ { script_name: "/api".into(), ..Environ::default() });
+/// let mut environ = Environ::default();
+/// environ.script_name = "/api".into();
+/// req.extensions_mut().insert(environ);
 /// assert_eq!(&*req.environ().script_name, "/api");
 /// ```
 impl Default for Environ {

@@ -7,6 +7,10 @@
 //! - no timeout applies (a request cut short is not answered: see [`TestRequest::send`]);
 //! - `Expect: 100-continue` sends no `100 Continue` (the body is already there), and
 //!   [`TestResponse`] skips interim responses anyway;
+//! - a panic in the gateway's code (its call, its body, their `Drop`) fails the test: the
+//!   exchange runs to its end as on a server (`500`, or a cut response), then the panic
+//!   is raised again in the test, as Werkzeug's test client re-raises an app's exception;
+//!   [`TestClient::propagate_panics`] turns that off to look at the server's answer;
 //! - a body the gateway leaves unread has always arrived whole, so the connection may live
 //!   on where a real server closes it: the dev server closes when an unread body is still on
 //!   its way, the pool when one over [`Limits::max_buffered_body`](crate::Limits) is.
@@ -19,7 +23,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::conn::{Conn, Ctx, Head, Next};
+use crate::conn::{panics, Conn, Ctx, Head, Next};
 use crate::http1::{ChunkedDecoder, Step};
 use crate::server::Shared;
 use crate::transport::Memory;
@@ -39,6 +43,7 @@ use crate::{Config, Gateway};
 pub struct TestClient {
     gateway: Box<dyn Gateway>,
     shared: Arc<Shared>,
+    propagate_panics: bool,
 }
 
 impl std::fmt::Debug for TestClient {
@@ -69,7 +74,29 @@ impl TestClient {
         TestClient {
             gateway: Box::new(gateway),
             shared: Shared::new(config, addr),
+            propagate_panics: true,
         }
+    }
+
+    /// Whether a panic in the gateway's code fails the test (the default): the exchange
+    /// runs to its end as it would on a server, and then the panic is raised again here,
+    /// so an assertion in a handler or a [`Validate`](crate::middleware::Validate) rule
+    /// it breaks is not hidden behind a `500`. With `false`, the test sees only what a
+    /// client would: the server's `500`, or a response cut short.
+    ///
+    /// ```
+    /// use sgi::{Request, Response, TestClient};
+    ///
+    /// let app = |_req: Request<'_>| -> Response { panic!("the handler's bug") };
+    /// let res = TestClient::new(app).propagate_panics(false).get("/").send();
+    /// assert_eq!(res.status(), 500);
+    ///
+    /// let raised = std::panic::catch_unwind(|| TestClient::new(app).get("/").send());
+    /// assert_eq!(*raised.unwrap_err().downcast::<&str>().unwrap(), "the handler's bug");
+    /// ```
+    pub fn propagate_panics(mut self, on: bool) -> TestClient {
+        self.propagate_panics = on;
+        self
     }
 
     /// Starts a request. The target is sent as given, so it must be one a real client could
@@ -161,6 +188,15 @@ impl TestClient {
     }
 
     fn drive(&self, memory: Memory) -> Memory {
+        let capture = self.propagate_panics.then(panics::Capture::start);
+        let memory = self.drive_uncaptured(memory);
+        if let Some(payload) = capture.and_then(panics::Capture::finish) {
+            std::panic::resume_unwind(payload);
+        }
+        memory
+    }
+
+    fn drive_uncaptured(&self, memory: Memory) -> Memory {
         let mut conn = Conn::new(memory, None, None);
         let ctx = Ctx {
             gateway: &self.gateway,

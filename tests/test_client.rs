@@ -258,7 +258,8 @@ fn a_panic_outside_the_gateway_closes_the_connection_without_unwinding() {
         let mut res = Response::new(body);
         *res.status_mut() = StatusCode::CONTINUE;
         res
-    });
+    })
+    .propagate_panics(false);
     let out = client.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(!text(&out).contains("HTTP/1.1 100"), "{:?}", text(&out));
 }
@@ -281,10 +282,50 @@ fn answers_500_when_the_gateway_panics() {
     let res = TestClient::new(|_req: Request<'_>| -> Response {
         panic!("a gateway panic the test asked for")
     })
+    .propagate_panics(false)
     .get("/")
     .send();
     assert_eq!(res.status(), 500);
     assert_eq!(res.headers()["connection"], "close");
+}
+
+/// By default a panic in the gateway's code fails the test that drove it, wherever it
+/// comes: the call, a piece of the body, the body's `Drop` (a `Validate` rule broken in a
+/// handler must not pass as a `500`).
+#[test]
+fn a_gateway_panic_is_raised_again_in_the_test() {
+    use sgi::middleware::Validate;
+    fn raised(client: &TestClient, target: &str) -> String {
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            client.get(target).send();
+        }))
+        .expect_err("the panic reaches the test");
+        match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => payload.downcast::<&str>().unwrap().to_string(),
+        }
+    }
+    let client = TestClient::new(|req: Request<'_>| -> Response {
+        match req.uri().path() {
+            "/call" => panic!("in the call"),
+            "/piece" => Response::new(Body::from_iter(std::iter::from_fn(|| -> Option<_> {
+                panic!("in a piece")
+            }))),
+            _ => Response::new(Body::from("fine")),
+        }
+    });
+    assert_eq!(raised(&client, "/call"), "in the call");
+    assert_eq!(raised(&client, "/piece"), "in a piece");
+    // The client serves on afterwards.
+    assert_eq!(client.get("/").send().text(), "fine");
+    // A Validate rule (no Content-Type on a body) fails the test, naming the rule.
+    let validated = TestClient::new(Validate::new(|_req: Request<'_>| {
+        let mut res = Response::new(Body::from("oops"));
+        *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        res
+    }));
+    let message = raised(&validated, "/");
+    assert!(message.contains("content-type"), "{message}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod behind;
 mod body;
 mod buffer;
+pub(crate) mod panics;
 mod send;
 
 use std::io;
@@ -336,7 +337,8 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn serve<G: Gateway>(&mut self, ctx: &Ctx<'_, G>) -> Next {
         match catch_unwind(AssertUnwindSafe(|| self.serve_request(ctx))) {
             Ok(next) => next,
-            Err(_) => {
+            Err(payload) => {
+                panics::caught(payload);
                 tracing::error!(peer = ?self.peer, "serving a request panicked; closing");
                 Next::Close
             }
@@ -422,7 +424,8 @@ impl<T: Transport> Conn<T> {
         let call = || span.in_scope(|| ctx.gateway.call(request));
         let (response, panicked) = match catch_unwind(AssertUnwindSafe(call)) {
             Ok(response) => (response, false),
-            Err(_) => {
+            Err(payload) => {
+                panics::caught(payload);
                 tracing::error!(peer = ?reader.conn.peer, "gateway panicked; answering 500");
                 (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
             }

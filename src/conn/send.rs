@@ -135,7 +135,10 @@ impl<T: Transport> Conn<T> {
         let sent = catch_unwind(AssertUnwindSafe(|| {
             self.send_body(body.kind, plan.framing, clock)
         }))
-        .unwrap_or_else(|_| Err(Abort::Gateway("response body panicked".into())));
+        .unwrap_or_else(|payload| {
+            super::panics::caught(payload);
+            Err(Abort::Gateway("response body panicked".into()))
+        });
         let status = parts.status;
         match sent {
             Ok(bytes) => Sent {
@@ -366,14 +369,17 @@ impl<T: Transport> Conn<T> {
 /// Drops a body that is not sent where a panic in its `Drop` (the gateway's code) cannot
 /// take the response that replaces or goes without it.
 fn drop_unsent(body: crate::Body) {
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
+        super::panics::caught(payload);
+    }
 }
 
 /// Drops a streamed body's source once it is all sent: a panic in its `Drop` is the
 /// gateway's bug, but the answer is whole, so it is logged and the connection goes on.
 fn drop_sent<T>(source: T) {
-    if catch_unwind(AssertUnwindSafe(move || drop(source))).is_err() {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(source))) {
         tracing::error!("a response body panicked when dropped after it was sent whole");
+        super::panics::caught(payload);
     }
 }
 

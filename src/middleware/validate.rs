@@ -39,26 +39,16 @@ use crate::{Body, Environ, Gateway, Input, Request, Response};
 /// assert_eq!(res.body(), "hello");
 /// ```
 ///
-/// A broken one panics (behind a server, the client then gets `500`):
+/// A broken one panics, naming the rule. Behind a server the client then gets `500`;
+/// through a [`TestClient`](crate::TestClient) the panic is raised again in the test:
 ///
 /// ```
 /// use std::panic::{catch_unwind, AssertUnwindSafe};
 /// use sgi::middleware::Validate;
-/// use sgi::{Body, Environ, Gateway, Input, Request, Response, Scheme};
+/// use sgi::{Body, Request, Response, TestClient};
 ///
-/// let app = Validate::new(|_req: Request<'_>| Response::new(Body::from("no type")));
-/// let mut req = Request::new(Input::empty());
-/// req.extensions_mut().insert(Environ {
-///     peer_addr: None,
-///     local_addr: None,
-///     url_scheme: Scheme::Http,
-///     server_name: "localhost".into(),
-///     server_port: 80,
-///     script_name: "".into(),
-///     started: std::time::Instant::now(),
-///     request_index: 0,
-/// });
-/// let panic = catch_unwind(AssertUnwindSafe(|| app.call(req))).unwrap_err();
+/// let client = TestClient::new(Validate::new(|_req: Request<'_>| Response::new(Body::from("no type"))));
+/// let panic = catch_unwind(AssertUnwindSafe(|| client.get("/").send())).unwrap_err();
 /// let message = panic.downcast_ref::<String>().unwrap();
 /// assert!(message.contains(r#"rule "content-type-required""#), "{message}");
 /// ```
