@@ -159,11 +159,22 @@ pub struct Config {
     /// The server name reported to gateways (WSGI's `SERVER_NAME`); `None` uses the local IP.
     pub server_name: Option<Arc<str>>,
     /// Whether to log one access line per request: a `tracing` event at `INFO`, target
-    /// `sgi::access`, with fields `peer` (the client's address), `method`, `target`,
-    /// `status`, `bytes` (of the response body sent) and `micros` (from the first byte of
-    /// the request to the last of the response). Requests the server rejects itself (a
-    /// malformed head, a timeout, a `503` from the dev server at its cap) get a line too, with
-    /// `method` and `target` `-` and `rejected = true`. Default true.
+    /// `sgi::access`, with fields `peer` (the client's socket address), `method`, `target`,
+    /// `status`, `bytes` (of the response body handed to the socket) and `micros` (from
+    /// the first byte of the request to the last of the response handed to the socket;
+    /// on the pool, an answer the client is slow to take is logged once the event loop
+    /// has written its end). Every request gets exactly one line, as it is counted in
+    /// [`Stats`](crate::Stats):
+    /// - requests the server answers itself (a malformed head, a limit, a timeout, also
+    ///   while the gateway reads the body; a `503` from the dev server at its cap) carry
+    ///   `rejected = true`, with `method` and `target` from the request line when it can
+    ///   be read, else `-`;
+    /// - answers cut short (the client left mid-body or mid-answer, took no bytes for the
+    ///   write timeout, or the body failed after its head was sent) carry `aborted = true`,
+    ///   with the status the gateway chose and the body bytes that went out.
+    ///
+    /// The `peer` is the socket's: behind a proxy, a middleware that reads the proxy's
+    /// fields should log the client's address itself. Default true.
     pub access_log: bool,
     /// Whether the [`PoolServer`](crate::PoolServer)'s workers run under Linux's
     /// `SCHED_BATCH` policy. Default true.

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
 use mio::{Events, Token};
 use parking_lot::Mutex;
 
@@ -337,11 +336,7 @@ struct Shedding {
 impl Shedding {
     fn reject(&mut self, stream: Arc<TcpStream>, linger: &Linger, shared: &Shared, why: &str) {
         shared.stats.rejected_connection();
-        crate::conn::log_rejection(
-            shared,
-            stream.peer_addr().ok(),
-            StatusCode::SERVICE_UNAVAILABLE,
-        );
+        crate::conn::log_shed(shared, stream.peer_addr().ok());
         if let Some(shed) = self.warnings.pass() {
             tracing::warn!(reason = why, shed, "shedding load: answering 503");
         }

@@ -21,7 +21,8 @@ pub struct Stats {
     /// Connections open now.
     pub open_connections: usize,
     /// Open connections that no gateway is serving: waiting between requests (keep-alive),
-    /// for their head, or (pool) for the client to take the end of an answer.
+    /// for their head, or (pool) for a worker (see `queued_requests`) or for the client to
+    /// take the end of an answer.
     pub idle_connections: usize,
     /// Open connections whose request a gateway is serving now.
     pub active_connections: usize,
@@ -31,14 +32,21 @@ pub struct Stats {
     pub busy_workers: usize,
     /// Requests ready and waiting for a worker (pool).
     pub queued_requests: usize,
-    /// Requests answered since start.
+    /// Requests answered whole since start: the gateway's response, or the server's `500`
+    /// in place of one that failed before any of it was sent. Every request read is
+    /// counted once, here, in `rejected_requests` or in `aborted_requests`.
     pub requests_served: u64,
     /// Connections refused with `503`, since start: the dev server's at its connection cap
     /// or when no thread could be started (the pool leaves connections over its cap waiting
     /// in the kernel's backlog instead, and counts none here).
     pub rejected_connections: u64,
-    /// Requests rejected as malformed or over a limit (4xx/5xx from the server), since start.
+    /// Requests the server answered itself since start, as malformed, over a limit or
+    /// timed out (`4xx`/`5xx`): before a gateway saw them, or while it read their body.
     pub rejected_requests: u64,
+    /// Requests not answered whole since start: the client left (mid-body, mid-answer, or
+    /// taking no bytes for the write timeout), or the response body failed after its head
+    /// was sent, so the connection was cut.
+    pub aborted_requests: u64,
     /// Gateways reported stuck past the request timeout, since start (pool).
     pub stuck_requests: u64,
 }
@@ -52,6 +60,7 @@ pub(crate) struct Counters {
     served: AtomicU64,
     rejected_connections: AtomicU64,
     rejected_requests: AtomicU64,
+    aborted_requests: AtomicU64,
     stuck: AtomicU64,
 }
 
@@ -65,6 +74,9 @@ impl Counters {
     pub(crate) fn rejected_request(&self) {
         self.rejected_requests.fetch_add(1, Relaxed);
     }
+    pub(crate) fn aborted(&self) {
+        self.aborted_requests.fetch_add(1, Relaxed);
+    }
     pub(crate) fn stuck(&self) {
         self.stuck.fetch_add(1, Relaxed);
     }
@@ -77,7 +89,7 @@ pub(crate) struct Shared {
     pub(crate) server_name: Arc<str>,
     pub(crate) server_port: u16,
     pub(crate) local_addr: SocketAddr,
-    pub(crate) stats: Counters,
+    pub(crate) stats: Arc<Counters>,
     shutting_down: AtomicBool,
     /// Wakes the backend's accept or event loop when shutdown is asked for.
     waker: Mutex<Option<Arc<mio::Waker>>>,
@@ -97,7 +109,7 @@ impl Shared {
             server_name,
             server_port: local_addr.port(),
             local_addr,
-            stats: Counters::default(),
+            stats: Arc::default(),
             shutting_down: AtomicBool::new(false),
             waker: Mutex::new(None),
             keeper: Mutex::new(None),
@@ -187,6 +199,7 @@ impl Handle {
             requests_served: c.served.load(Relaxed),
             rejected_connections: c.rejected_connections.load(Relaxed),
             rejected_requests: c.rejected_requests.load(Relaxed),
+            aborted_requests: c.aborted_requests.load(Relaxed),
             stuck_requests: c.stuck.load(Relaxed),
         }
     }

@@ -13,7 +13,145 @@ on_every_backend!(
     access_log_can_be_turned_off,
     access_log_does_not_change_what_clients_receive,
     access_log_has_a_line_for_each_request_the_server_rejects,
+    every_request_ends_served_rejected_or_aborted_once_in_the_log_and_the_stats,
+    a_rejected_request_with_a_readable_request_line_is_logged_with_it,
+    an_answer_cut_short_is_logged_aborted_with_the_bytes_that_went_out,
 );
+
+/// The access line of the request to `target`, once there is exactly one.
+fn line_for(target: &str) -> String {
+    let needle = format!("target={target} ");
+    wait_until(&format!("one access line for {target}"), || {
+        lines_with(&needle).len() == 1
+    });
+    lines_with(&needle).remove(0)
+}
+
+fn every_request_ends_served_rejected_or_aborted_once_in_the_log_and_the_stats(backend: Backend) {
+    access_log();
+    let tag = format!("/outcomes-{backend:?}");
+    let server = start(backend, config().max_body(Some(10)), echo);
+    // Served.
+    let mut client = server.connect();
+    client.send(format!("GET {tag}/served HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(client.response().status, 200);
+    // Rejected while the gateway reads the body: a chunk takes it over max_body.
+    let mut over = server.connect();
+    over.send(format!(
+        "POST {tag}/over HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n9\r\n123456789\r\n0\r\n\r\n"
+    ));
+    assert_eq!(over.response().status, 413);
+    // Aborted: the client leaves while the gateway waits for the rest of the body.
+    let mut gone = server.connect();
+    gone.send(format!(
+        "POST {tag}/gone HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"
+    ));
+    drop(gone);
+
+    let served = line_for(&format!("{tag}/served"));
+    assert!(
+        !served.contains("rejected") && !served.contains("aborted"),
+        "{served}"
+    );
+    let over = line_for(&format!("{tag}/over"));
+    assert!(
+        over.contains("status=413") && over.contains("rejected=true"),
+        "{over}"
+    );
+    assert!(over.contains("method=POST"), "{over}");
+    let gone = line_for(&format!("{tag}/gone"));
+    assert!(
+        gone.contains("aborted=true") && gone.contains("bytes=0"),
+        "{gone}"
+    );
+    let stats = server.handle.stats();
+    assert_eq!(
+        (
+            stats.requests_served,
+            stats.rejected_requests,
+            stats.aborted_requests
+        ),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+}
+
+fn a_rejected_request_with_a_readable_request_line_is_logged_with_it(backend: Backend) {
+    access_log();
+    let tag = format!("/rejected-line-{backend:?}");
+    let server = start(backend, config().max_body(Some(10)), echo);
+    let mut client = server.connect();
+    // Refused from its head alone (413 before any gateway), yet the line is readable.
+    client.send(format!(
+        "PUT {tag}?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n"
+    ));
+    assert_eq!(client.response().status, 413);
+    let line = line_for(&format!("{tag}?x=1"));
+    assert!(
+        line.contains("method=PUT") && line.contains("rejected=true"),
+        "{line}"
+    );
+    // A request line that does not parse is logged as `-`.
+    let mut bad = server.connect();
+    bad.send("GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(bad.response().status, 400);
+    let peer = format!("peer={} ", bad.local_addr());
+    wait_until("the malformed request is logged", || {
+        !lines_with(&peer).is_empty()
+    });
+    let line = &lines_with(&peer)[0];
+    assert!(line.contains("method=- target=- "), "{line}");
+}
+
+fn an_answer_cut_short_is_logged_aborted_with_the_bytes_that_went_out(backend: Backend) {
+    access_log();
+    let tag = format!("/cut-{backend:?}");
+    let server = start(backend, config(), |req: Request<'_>| {
+        let path = req.uri().path().to_string();
+        if path.ends_with("/whole") {
+            // Whole in memory: on the pool, what the client does not take is written by the
+            // event loop, after the worker has moved on.
+            return sgi::Response::new(sgi::Body::from(vec![b'x'; 32 << 20]));
+        }
+        // Streamed: 64 KiB, then the body fails.
+        let pieces = (0..2).map(|i| match i {
+            0 => Ok(vec![b'y'; 64 << 10].into()),
+            _ => Err(std::io::Error::other("the stream broke")),
+        });
+        sgi::Response::new(sgi::Body::from_iter(pieces))
+    });
+    let mut broken = server.connect();
+    broken.send(format!("GET {tag}/stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let _ = broken.read_to_end();
+    let line = line_for(&format!("{tag}/stream"));
+    assert!(
+        line.contains("aborted=true") && line.contains("bytes=65536 "),
+        "{line}"
+    );
+
+    // The client takes the head and a little, then resets.
+    let mut reader = server.connect();
+    reader.send(format!("GET {tag}/whole HTTP/1.1\r\nHost: x\r\n\r\n"));
+    reader.wait_for(b"xxxx", support::PATIENCE);
+    reader.reset();
+    let line = line_for(&format!("{tag}/whole"));
+    assert!(
+        line.contains("status=200") && line.contains("aborted=true"),
+        "{line}"
+    );
+    let bytes: u64 = line
+        .split("bytes=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes < 32 << 20, "{line}");
+    assert_eq!(server.handle.stats().aborted_requests, 2);
+}
 
 /// The process-wide log of `sgi::access` lines, installed on first use.
 fn access_log() -> &'static CapturedLog {

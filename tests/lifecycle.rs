@@ -30,6 +30,7 @@ on_every_backend!(
     a_slow_but_steady_reader_gets_the_whole_answer,
     shutdown_lets_an_in_flight_request_finish_with_connection_close,
     shutdown_closes_idle_connections,
+    shutdown_closes_a_connection_mid_head_without_calling_it_rejected,
     shutdown_closes_requests_that_outlast_its_deadline,
     shutdown_cuts_a_body_delimited_by_the_close_with_a_reset,
     shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it,
@@ -402,11 +403,13 @@ fn drops_a_client_that_stops_reading_after_the_write_timeout(backend: Backend) {
     );
     let mut client = server.connect();
     client.send("GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
-    // The client reads nothing; the server gives up on it instead of blocking for good.
+    // The client reads nothing; the server gives up on it instead of blocking for good,
+    // and counts the request as aborted, not served.
     wait_until("the server drops the connection", || {
         let stats = server.handle.stats();
-        stats.requests_served == 1 && stats.open_connections == 0
+        stats.aborted_requests == 1 && stats.open_connections == 0
     });
+    assert_eq!(server.handle.stats().requests_served, 0);
     drop(client);
 }
 
@@ -486,6 +489,25 @@ fn shutdown_closes_idle_connections(backend: Backend) {
     served.expect_closed();
     silent.expect_closed();
     server.stop().expect("serve returns Ok");
+}
+
+fn shutdown_closes_a_connection_mid_head_without_calling_it_rejected(backend: Backend) {
+    let server = start(backend, config(), target);
+    let mut partial = server.connect();
+    partial.send("GET /half HTTP/1.1\r\nHo");
+    wait_until("the partial head is read", || {
+        server.handle.stats().open_connections == 1
+    });
+    let handle = server.handle.clone();
+    server.stop().expect("serve returns Ok");
+    partial.expect_closed();
+    // `serve` has returned: every connection's thread or slot has been let go.
+    wait_until("the connection is gone", || {
+        handle.stats().open_connections == 0
+    });
+    let stats = handle.stats();
+    // The server ended it, not the client: no 400 was sent, none is counted.
+    assert_eq!(stats.rejected_requests, 0, "{stats:?}");
 }
 
 fn shutdown_closes_requests_that_outlast_its_deadline(backend: Backend) {

@@ -559,12 +559,16 @@ fn serve_big(config: Config) -> Running {
     })
 }
 
-/// Waits until the one request served has left its worker, its answer still going out.
-fn wait_until_written_behind(pool: &Running) {
+/// Waits until `client`'s answer has begun and left its worker, its end still going out.
+/// (Its outcome is not counted yet: that waits for the client to take it all, or leave.)
+fn wait_until_written_behind(pool: &Running, client: &mut RawClient) {
+    client.wait_for(b"HTTP/1.1 200 OK\r\n", PATIENCE);
     wait_until("the answer waits on its client in the event loop", || {
         let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.busy_workers == 0
+        stats.busy_workers == 0 && stats.queued_requests == 0
     });
+    let stats = pool.handle.stats();
+    assert_eq!((stats.requests_served, stats.aborted_requests), (0, 0));
 }
 
 #[test]
@@ -572,12 +576,16 @@ fn a_slow_reader_of_a_whole_answer_holds_no_worker() {
     let pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send(get("/big"));
-    wait_until_written_behind(&pool);
+    wait_until_written_behind(&pool, &mut slow);
     // The one worker is free for others while the slow client reads nothing.
     answered_promptly(&pool, "/fresh");
     let reply = slow.response();
     assert_eq!(reply.body.len(), 32 << 20);
     assert!(reply.body.iter().all(|&b| b == b'x'));
+    // Counted served once the client has taken it all (with /fresh: two).
+    wait_until("the answer taken whole is counted", || {
+        pool.handle.stats().requests_served == 2
+    });
     // And the connection goes on as the worker left it: kept alive.
     slow.send(get("/after"));
     assert_eq!(slow.response().text(), "/after");
@@ -593,7 +601,7 @@ fn a_whole_answer_left_unread_is_dropped_after_the_write_timeout() {
     slow.send(get("/big"));
     wait_until("the loop drops the client that reads nothing", || {
         let stats = pool.handle.stats();
-        stats.requests_served == 1 && stats.open_connections == 0
+        stats.aborted_requests == 1 && stats.open_connections == 0
     });
     drop(slow);
     answered_promptly(&pool, "/fresh");
@@ -604,7 +612,7 @@ fn shutdown_finishes_answers_still_being_written() {
     let mut pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send(get("/big"));
-    wait_until_written_behind(&pool);
+    wait_until_written_behind(&pool, &mut slow);
     pool.handle.shutdown();
     assert_eq!(slow.response().body.len(), 32 << 20);
     slow.expect_closed();
@@ -616,7 +624,7 @@ fn shutdown_serves_a_request_read_behind_an_answer_still_being_written() {
     let mut pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send(format!("{}{}", get("/big"), get("/next")));
-    wait_until_written_behind(&pool);
+    wait_until_written_behind(&pool, &mut slow);
     pool.handle.shutdown();
     assert_eq!(slow.response().body.len(), 32 << 20);
     let reply = slow.response();
@@ -636,7 +644,7 @@ fn shutdown_keeps_the_write_timeout_of_answers_being_written() {
     }));
     let mut slow = pool.connect();
     slow.send(get("/big"));
-    wait_until_written_behind(&pool);
+    wait_until_written_behind(&pool, &mut slow);
     let started = Instant::now();
     pool.handle.shutdown();
     pool.join().expect("serve returns Ok");
@@ -654,7 +662,7 @@ fn an_answer_written_behind_survives_bytes_sent_after_it() {
     let pool = serve_big(config());
     let mut slow = pool.connect();
     slow.send("GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    wait_until_written_behind(&pool);
+    wait_until_written_behind(&pool, &mut slow);
     // Nobody reads these: closing on them with a reset would destroy the answer's end.
     slow.send(get("/unread"));
     let reply = slow.response();

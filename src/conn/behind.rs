@@ -8,7 +8,9 @@ use std::io::{self, IoSlice};
 
 use bytes::Bytes;
 
+use super::access::{Outcome, Pending, Record};
 use super::Conn;
+use crate::server::Shared;
 use crate::transport::Transport;
 
 /// Response bytes accepted for the client that its socket did not take yet.
@@ -17,17 +19,56 @@ pub(crate) struct Unsent {
     pieces: VecDeque<Bytes>,
     /// The socket's unacknowledged bytes when the write timer last started.
     unacknowledged: Option<u32>,
+    /// Bytes left to the loop so far, and how many of them it has written.
+    pushed: u64,
+    written: u64,
+    /// The requests whose answers end among the pieces, oldest first.
+    pending: VecDeque<Pending>,
 }
 
 impl Unsent {
     fn push(&mut self, piece: Bytes) {
         if !piece.is_empty() {
+            self.pushed += piece.len() as u64;
             self.pieces.push_back(piece);
+        }
+    }
+
+    /// Tells the requests whose answers the client has now taken whole.
+    fn settle(&mut self) {
+        while self.pending.front().is_some_and(|p| p.end <= self.written) {
+            if let Some(p) = self.pending.pop_front() {
+                p.record.finish(&p.stats, p.log, Outcome::Served);
+            }
+        }
+    }
+}
+
+impl Drop for Unsent {
+    /// The connection ends with answers not yet taken whole: they were cut short.
+    fn drop(&mut self) {
+        self.settle();
+        for mut p in self.pending.drain(..) {
+            let missing = p.end - self.written;
+            p.record.bytes = p.record.bytes.saturating_sub(missing);
+            p.record.finish(&p.stats, p.log, Outcome::Aborted);
         }
     }
 }
 
 impl<T: Transport> Conn<T> {
+    /// Leaves a request's outcome to be told once its answer, whose end waits for the
+    /// event loop (or is still in the output buffer behind bytes that wait), is written.
+    pub(crate) fn account_when_sent(&mut self, record: Record, shared: &Shared) {
+        let end = self.unsent.pushed + self.out.len() as u64;
+        self.unsent.pending.push_back(Pending {
+            record,
+            stats: shared.stats.clone(),
+            log: shared.config.access_log,
+            end,
+        });
+    }
+
     /// Whether response bytes wait for the event loop to write them.
     pub(crate) fn has_unsent(&self) -> bool {
         !self.unsent.pieces.is_empty()
@@ -121,6 +162,8 @@ impl<T: Transport> Conn<T> {
                     } else {
                         *piece = piece.slice(n..);
                     }
+                    self.unsent.written += n as u64;
+                    self.unsent.settle();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, progressed)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -156,7 +156,7 @@ impl<T: Transport> BodyReader<'_, T> {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut && too_slow => {
-                tracing::debug!(peer = ?conn.peer, "request body below the minimum rate; answering 408");
+                tracing::debug!(peer = %super::Peer(conn.peer), "request body below the minimum rate; answering 408");
                 Err(self.fail(BodyError::TimedOut))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => Err(e),

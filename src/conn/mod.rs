@@ -5,6 +5,7 @@
 //! on the connection's own thread; the pool's event loop reads heads without blocking
 //! ([`Conn::read_available`]) and hands connections with a complete head to a worker.
 
+pub(crate) mod access;
 mod behind;
 mod body;
 mod buffer;
@@ -24,6 +25,7 @@ use crate::http1::{
 use crate::server::Shared;
 use crate::transport::Transport;
 use crate::{Body, Environ, Error, Gateway, Input, Limits, Response, Scheme};
+use access::Outcome;
 use body::{BodyReader, BodyState};
 pub(crate) use buffer::ReadBuf;
 
@@ -91,6 +93,9 @@ pub(crate) struct Conn<T: Transport> {
     /// Writes to the client so far (flushes of `out` and large pieces), so that a response
     /// whose body fails can tell whether any of it has left.
     writes: u64,
+    /// Body bytes of the response being sent that went to the socket so far (or to the
+    /// event loop to write): what the access line of one cut short tells.
+    body_sent: u64,
     /// Whether the end of a response the client is slow to take may be left to the event
     /// loop (pool connections).
     pub(crate) write_behind: bool,
@@ -115,6 +120,7 @@ impl<T: Transport> Conn<T> {
             body_scan: None,
             head_started: None,
             writes: 0,
+            body_sent: 0,
             write_behind: false,
             unsent: behind::Unsent::default(),
             after_unsent: Next::Close,
@@ -276,6 +282,9 @@ impl<T: Transport> Conn<T> {
                 .read_with(&mut self.io, max, |io, b| io.read_wait(b, timeout))
             {
                 Ok(0) if self.buf.is_empty() => return Wait::Closed,
+                // A shutdown closes connections still waiting for their head (dev server):
+                // the end is the server's own, not the client's mistake.
+                Ok(0) if ctx.shared.is_shutting_down() => return Wait::Closed,
                 Ok(0) => return self.abandon(StatusCode::BAD_REQUEST, ctx.shared),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Wait::Ready,
@@ -311,8 +320,34 @@ impl<T: Transport> Conn<T> {
 
     /// Counts a request the server rejects itself, and logs its access line.
     fn rejected(&self, shared: &Shared, status: StatusCode) {
-        shared.stats.rejected_request();
-        log_rejection(shared, self.peer, status);
+        let log = shared.config.access_log;
+        let record = access::Record {
+            peer: self.peer,
+            request: log
+                .then(|| self.request_line(&shared.config.limits))
+                .flatten(),
+            status,
+            bytes: 0,
+            started: self.head_started.unwrap_or_else(Instant::now),
+        };
+        record.finish(&shared.stats, log, Outcome::Rejected);
+    }
+
+    /// The method and target of the buffered request line, for the access line of a
+    /// request rejected before it was parsed, if they are well-formed and complete.
+    fn request_line(&self, limits: &Limits) -> Option<(http::Method, http::Uri)> {
+        let filled = self.buf.filled();
+        let start = filled.iter().position(|&b| b != b'\r' && b != b'\n')?;
+        let line = &filled[start..];
+        let line = &line[..memchr::memchr(b'\r', line)?];
+        if line.len() > limits.max_request_line {
+            return None;
+        }
+        let mut parts = line.split(|&b| b == b' ');
+        let method = http::Method::from_bytes(parts.next()?).ok()?;
+        let target = http::Uri::try_from(parts.next()?).ok()?;
+        let version = parts.next()?;
+        (version.starts_with(b"HTTP/") && parts.next().is_none()).then_some((method, target))
     }
 
     /// Whether the request at the front of the buffer is a `HEAD`: no answer to it, the
@@ -338,8 +373,9 @@ impl<T: Transport> Conn<T> {
         match catch_unwind(AssertUnwindSafe(|| self.serve_request(ctx))) {
             Ok(next) => next,
             Err(payload) => {
+                let panic = panics::message(&*payload);
+                tracing::error!(peer = %Peer(self.peer), panic, "serving a request panicked; closing");
                 panics::caught(payload);
-                tracing::error!(peer = ?self.peer, "serving a request panicked; closing");
                 Next::Close
             }
         }
@@ -348,7 +384,8 @@ impl<T: Transport> Conn<T> {
     fn serve_request<G: Gateway>(&mut self, ctx: &Ctx<'_, G>) -> Next {
         let shared = ctx.shared;
         let config = &shared.config;
-        let started = self.head_started.take().unwrap_or_else(Instant::now);
+        // Left in place for the access line of a rejection, taken once the head is good.
+        let started = *self.head_started.get_or_insert_with(Instant::now);
         self.scanned = 0;
         self.may_frame = false;
         let filled = self.buf.filled();
@@ -370,6 +407,7 @@ impl<T: Transport> Conn<T> {
                 return self.reject(ctx, Error::BodyTooLarge);
             }
         }
+        self.head_started = None;
         self.buf.consume(head.len);
         let RequestHead {
             method,
@@ -401,7 +439,8 @@ impl<T: Transport> Conn<T> {
         if let Some(worker) = ctx.worker {
             worker.begin(&method, &uri);
         }
-        let log = config.access_log.then(|| (method.clone(), uri.clone()));
+        // For the access line, and for the log of a gateway that panics.
+        let requested = (method.clone(), uri.clone());
         let is_head = method == http::Method::HEAD;
         let is_connect = method == http::Method::CONNECT;
 
@@ -425,8 +464,15 @@ impl<T: Transport> Conn<T> {
         let (response, panicked) = match catch_unwind(AssertUnwindSafe(call)) {
             Ok(response) => (response, false),
             Err(payload) => {
+                let (method, target) = &requested;
+                tracing::error!(
+                    peer = %Peer(reader.conn.peer),
+                    %method,
+                    %target,
+                    panic = panics::message(&*payload),
+                    "gateway panicked; answering 500"
+                );
                 panics::caught(payload);
-                tracing::error!(peer = ?reader.conn.peer, "gateway panicked; answering 500");
                 (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
             }
         };
@@ -435,17 +481,25 @@ impl<T: Transport> Conn<T> {
         }
 
         // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
+        let mut outcome = Outcome::Served;
         let (response, close) = match reader.conn.body.error {
             None => (response, panicked),
             Some(error) => match error.status() {
                 Some(status) => {
-                    shared.stats.rejected_request();
+                    outcome = Outcome::Rejected;
                     (error_response(status), true)
                 }
                 None => {
                     // The client is gone mid-body; answers to requests before it still go.
                     let _ = reader.conn.flush();
-                    shared.stats.served();
+                    let record = access::Record {
+                        peer: reader.conn.peer,
+                        request: config.access_log.then_some(requested),
+                        status: response.status(),
+                        bytes: 0,
+                        started,
+                    };
+                    record.finish(&shared.stats, config.access_log, Outcome::Aborted);
                     return Next::Close;
                 }
             },
@@ -486,24 +540,32 @@ impl<T: Transport> Conn<T> {
         if unread && sent.next == Next::Close && !sent.cut {
             sent.next = Next::Linger;
         }
-        shared.stats.served();
-        if let Some((method, uri)) = log {
-            tracing::info!(
-                target: "sgi::access",
-                peer = %Peer(self.peer),
-                %method,
-                target = %uri,
-                status = sent.status.as_u16(),
-                bytes = sent.bytes,
-                micros = started.elapsed().as_micros() as u64,
-            );
+        if sent.cut {
+            outcome = Outcome::Aborted;
         }
+        let record = access::Record {
+            peer: self.peer,
+            request: config.access_log.then_some(requested),
+            status: sent.status,
+            bytes: sent.bytes,
+            started,
+        };
         let pipelined = sent.next == Next::KeepAlive && self.head(shared) == Head::Ready;
         // A pipelined request behind this one lets its response wait and go out together,
         // up to a bound: a client that pipelines many requests and reads nothing must not
         // make the server hold their answers in memory.
         let hold = pipelined && self.out.len() < MAX_HELD_OUTPUT;
-        if !hold && self.flush_or_leave().is_err() {
+        let lost = !hold && self.flush_or_leave().is_err();
+        if lost {
+            outcome = Outcome::Aborted;
+        }
+        if outcome == Outcome::Served && self.has_unsent() {
+            // Its end waits for the event loop: told once the client has taken it, or left.
+            self.account_when_sent(record, shared);
+        } else {
+            record.finish(&shared.stats, config.access_log, outcome);
+        }
+        if lost {
             return Next::Close;
         }
         sent.next
@@ -511,7 +573,7 @@ impl<T: Transport> Conn<T> {
 
     /// Answers a request that breaks the rules; the connection then lingers and closes.
     fn reject<G>(&mut self, ctx: &Ctx<'_, G>, error: Error) -> Next {
-        tracing::debug!(peer = ?self.peer, %error, "rejecting request");
+        tracing::debug!(peer = %Peer(self.peer), %error, "rejecting request");
         self.rejected(ctx.shared, error.status());
         let _ = self.send_error(error.status(), Version::HTTP_11);
         Next::Linger
@@ -638,16 +700,16 @@ impl std::fmt::Display for Peer {
     }
 }
 
-/// The access line for an answer the server gave on its own, before any gateway saw the
-/// request (its method and target, which may not even parse, are logged as `-`).
-pub(crate) fn log_rejection(shared: &Shared, peer: Option<SocketAddr>, status: StatusCode) {
+/// The access line (and count) of a connection the dev server sheds with `503`: no request
+/// of it was read, so its method and target are `-`.
+pub(crate) fn log_shed(shared: &Shared, peer: Option<SocketAddr>) {
     if shared.config.access_log {
         tracing::info!(
             target: "sgi::access",
             peer = %Peer(peer),
             method = "-",
             target = "-",
-            status = status.as_u16(),
+            status = StatusCode::SERVICE_UNAVAILABLE.as_u16(),
             rejected = true,
         );
     }

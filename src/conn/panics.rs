@@ -16,6 +16,15 @@ thread_local! {
     static CAUGHT: RefCell<Option<Option<Payload>>> = const { RefCell::new(None) };
 }
 
+/// What a panic said, for the log: its message when it has one.
+pub(crate) fn message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Called where the core catches a panic of the gateway's code (or of its own).
 pub(crate) fn caught(payload: Payload) {
     let unkept = CAUGHT.with(|caught| match &mut *caught.borrow_mut() {

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use http::{StatusCode, Version};
 
-use super::{error_response, Conn, Next};
+use super::{error_response, Conn, Next, Peer};
 use crate::body::Kind;
 use crate::http1::{
     drops_for_the_connection, only_close_or_upgrade, plan_response, write_response_head,
@@ -95,7 +95,7 @@ impl<T: Transport> Conn<T> {
         // cannot be read is a 500 there too.
         if is_head && matches!(plan.framing, BodyFraming::Length(n) if n > 0) {
             if let Err(e) = body.check_readable() {
-                tracing::error!(peer = ?self.peer, error = %e, "reading the file failed; answering 500");
+                tracing::error!(peer = %Peer(self.peer), error = %e, "reading the file failed; answering 500");
                 drop_unsent(body);
                 return self.send_500_and_close(version, is_head);
             }
@@ -136,8 +136,9 @@ impl<T: Transport> Conn<T> {
             self.send_body(body.kind, plan.framing, clock)
         }))
         .unwrap_or_else(|payload| {
+            let why = format!("it panicked: {}", super::panics::message(&*payload));
             super::panics::caught(payload);
-            Err(Abort::Gateway("response body panicked".into()))
+            Err(Abort::Gateway(why))
         });
         let status = parts.status;
         match sent {
@@ -148,23 +149,23 @@ impl<T: Transport> Conn<T> {
                 cut: false,
             },
             Err(Abort::Io(e)) => {
-                tracing::debug!(peer = ?self.peer, error = %e, "connection lost while sending a response");
+                tracing::debug!(peer = %Peer(self.peer), error = %e, "connection lost while sending a response");
                 self.out.clear();
                 Sent {
                     status,
-                    bytes: 0,
+                    bytes: self.body_sent,
                     next: Next::Close,
                     cut: true,
                 }
             }
             Err(Abort::Gateway(why)) if self.writes == writes => {
                 // Nothing of this response has left yet: it can still be a clean 500.
-                tracing::error!(peer = ?self.peer, "response body failed before any of it was sent ({why}); answering 500");
+                tracing::error!(peer = %Peer(self.peer), "response body failed before any of it was sent ({why}); answering 500");
                 self.out.truncate(head_at);
                 self.send_500_and_close(version, is_head)
             }
             Err(Abort::Gateway(why)) => {
-                tracing::error!(peer = ?self.peer, "response body failed after the head was sent ({why}); aborting the connection");
+                tracing::error!(peer = %Peer(self.peer), "response body failed after the head was sent ({why}); aborting the connection");
                 let _ = self.flush();
                 // A body that ends with the connection would look whole after an orderly
                 // close: only a reset tells the client it was cut short.
@@ -173,7 +174,7 @@ impl<T: Transport> Conn<T> {
                 }
                 Sent {
                     status,
-                    bytes: 0,
+                    bytes: self.body_sent,
                     next: Next::Close,
                     cut: true,
                 }
@@ -200,6 +201,7 @@ impl<T: Transport> Conn<T> {
             _ => None,
         };
         let chunked = framing == BodyFraming::Chunked;
+        self.body_sent = 0;
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;
@@ -208,6 +210,7 @@ impl<T: Transport> Conn<T> {
                 } else {
                     self.write_piece(&bytes, b"", false)?;
                 }
+                self.body_sent = n;
                 Ok(n)
             }
             Kind::File(mut file, len) => {
@@ -229,6 +232,7 @@ impl<T: Transport> Conn<T> {
                     };
                     self.write_out_wait(&buf[..n], b"").map_err(Abort::Io)?;
                     sent += n as u64;
+                    self.body_sent = sent;
                 }
                 if sent < len {
                     return Err(Abort::Gateway(format!(
@@ -312,6 +316,7 @@ impl<T: Transport> Conn<T> {
             b""
         };
         self.write_piece(piece, tail, true)?;
+        self.body_sent = sent + len;
         Ok(sent + len)
     }
 
@@ -370,6 +375,11 @@ impl<T: Transport> Conn<T> {
 /// take the response that replaces or goes without it.
 fn drop_unsent(body: crate::Body) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
+        let panic = super::panics::message(&*payload);
+        tracing::error!(
+            panic,
+            "a response body that was not sent panicked when dropped"
+        );
         super::panics::caught(payload);
     }
 }
@@ -378,7 +388,11 @@ fn drop_unsent(body: crate::Body) {
 /// gateway's bug, but the answer is whole, so it is logged and the connection goes on.
 fn drop_sent<T>(source: T) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(source))) {
-        tracing::error!("a response body panicked when dropped after it was sent whole");
+        let panic = super::panics::message(&*payload);
+        tracing::error!(
+            panic,
+            "a response body panicked when dropped after it was sent whole"
+        );
         super::panics::caught(payload);
     }
 }

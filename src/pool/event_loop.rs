@@ -30,7 +30,7 @@ use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
-use crate::server::{listening_poll, AcceptErrors, Shared};
+use crate::server::{listening_poll, AcceptErrors, Shared, Throttle};
 use crate::transport::Socket;
 use crate::Gateway;
 
@@ -82,7 +82,9 @@ pub(crate) struct Loop {
     spare: Vec<Vec<u8>>,
     accepting: bool,
     accept_paused_until: Option<Instant>,
-    warned_full: bool,
+    /// Hitting the connection cap is logged at most once a second: under a flood it is hit
+    /// again each time a connection closes.
+    at_cap: Throttle,
     accept_errors: AcceptErrors,
     next_tick: Instant,
     /// A poll failure that ended the loop; `serve` returns it.
@@ -164,7 +166,7 @@ impl Loop {
             spare: Vec::new(),
             accepting: true,
             accept_paused_until: None,
-            warned_full: false,
+            at_cap: Throttle::default(),
             accept_errors: AcceptErrors::default(),
             next_tick: Instant::now() + TICK,
             failed: None,
@@ -261,12 +263,12 @@ impl Loop {
             }
         }
         // At the cap: the kernel backlog holds newcomers until a connection closes.
-        if !self.warned_full {
+        if let Some(times) = self.at_cap.pass() {
             tracing::warn!(
                 max_connections = self.max_connections,
+                times,
                 "connection limit reached; pausing accept"
             );
-            self.warned_full = true;
         }
     }
 
@@ -328,7 +330,6 @@ impl Loop {
         self.free = token;
         self.open -= 1;
         self.shared.stats.open.store(self.open, Relaxed);
-        self.warned_full = false;
         // Room again: newcomers waiting in the backlog raise no new edge.
         self.accepting = true;
     }
@@ -371,12 +372,8 @@ impl Loop {
         let Err(panic) = catch_unwind(AssertUnwindSafe(|| work(self))) else {
             return;
         };
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %what, "the event loop panicked on a connection; closing it");
+        let panic = crate::conn::panics::message(&*panic);
+        tracing::error!(panic, "the event loop panicked on a connection; closing it");
         match self.slots.get_mut(token) {
             Some(Slot::Live { conn: Some(_), .. }) => {
                 if let Some(conn) = self.take(token) {
@@ -640,7 +637,7 @@ impl Loop {
                 && !conn.has_unsent()
                 && conn.abandon_now(StatusCode::REQUEST_TIMEOUT, &self.shared);
             if answered {
-                tracing::debug!(peer = ?conn.peer(), "request timed out; answered 408");
+                tracing::debug!(peer = %crate::conn::Peer(conn.peer()), "request timed out; answered 408");
             }
             self.close(token, conn, answered);
         }

@@ -492,6 +492,13 @@ impl RawClient {
         std::mem::take(&mut self.pending)
     }
 
+    /// Closes the connection with a reset (`SO_LINGER` 0), as a client that gives up does.
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+
     /// Asserts that the server closes the connection with nothing more to say.
     pub fn expect_closed(&mut self) {
         let read = match self.pending.len() {

@@ -1,0 +1,89 @@
+//! What an operator reads in the server's log (warnings and errors, through a real
+//! `tracing` subscriber): a panic names itself and its request, and a flood cannot make the
+//! server write a line per connection. This file has its own test binary because the
+//! subscriber is process-wide.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sgi::{Request, Response};
+use support::{config, start, target, wait_until, Backend, CapturedLog};
+
+on_every_backend!(a_gateway_panic_is_logged_with_its_message_and_request,);
+
+fn server_log() -> &'static CapturedLog {
+    CapturedLog::install("sgi=warn")
+}
+
+fn lines_with(needle: &str) -> Vec<String> {
+    server_log()
+        .text()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn a_gateway_panic_is_logged_with_its_message_and_request(backend: Backend) {
+    server_log();
+    let message = format!("the handler broke on {backend:?}");
+    let server = start(backend, config(), {
+        let message = message.clone();
+        move |_req: Request<'_>| -> Response { panic!("{message}") }
+    });
+    let mut client = server.connect();
+    client.send(format!(
+        "GET /broken-{backend:?} HTTP/1.1\r\nHost: x\r\n\r\n"
+    ));
+    assert_eq!(client.response().status, 500);
+    wait_until("the panic is logged", || !lines_with(&message).is_empty());
+    let line = &lines_with(&message)[0];
+    assert!(line.contains("gateway panicked"), "{line}");
+    // Inside the request's span, with the client's plain address.
+    assert!(
+        line.contains(&format!("target=/broken-{backend:?}")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("peer={} ", client.local_addr())),
+        "{line}"
+    );
+}
+
+/// Under a flood of short connections the pool reaches its cap again each time one
+/// closes; that is logged at most once a second, with a count, not once per connection.
+#[test]
+fn hitting_the_pool_connection_cap_is_logged_at_most_once_a_second() {
+    server_log();
+    let server = start(
+        Backend::Pool,
+        config().workers(2).max_connections(2),
+        target,
+    );
+    let started = Instant::now();
+    let mut rounds = 0;
+    while rounds < 40 && started.elapsed() < Duration::from_secs(5) {
+        // Two held, a third waits in the backlog: the cap is hit; closing one lets it in.
+        let held: Vec<_> = (0..2).map(|_| server.connect()).collect();
+        wait_until("the cap is reached", || {
+            server.handle.stats().open_connections == 2
+        });
+        let mut third = server.connect();
+        third.send("GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        drop(held);
+        assert_eq!(third.response().status, 200);
+        rounds += 1;
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let lines = lines_with("connection limit reached");
+    assert!(
+        !lines.is_empty(),
+        "the cap was never logged in {rounds} rounds"
+    );
+    assert!(
+        lines.len() as u64 <= seconds,
+        "{} lines in {seconds} s for {rounds} rounds: {lines:#?}",
+        lines.len()
+    );
+}
