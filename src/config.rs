@@ -85,8 +85,10 @@ pub struct Timeouts {
     pub request: Duration,
     /// How long a graceful shutdown lets in-flight requests finish. Default 30 s.
     pub shutdown: Duration,
-    /// How long a connection closed after an error keeps draining the client's bytes, so
-    /// that the error response is not lost to a TCP reset. Default 2 s.
+    /// How long a connection the server closes while the client may still be sending
+    /// keeps draining the client's bytes, so that the last response is not lost to a TCP
+    /// reset: after an error answer, after an answer that leaves a body unread, or after
+    /// a close the client did not ask for. Default 2 s.
     pub linger: Duration,
 }
 
@@ -186,6 +188,10 @@ pub struct Config {
     /// milliseconds at most), which only matters when the core is saturated. Threads
     /// already under another policy keep it. No effect on other systems or on the dev
     /// server.
+    ///
+    /// Threads a gateway starts from a worker (a connection pool's, a runtime's) inherit
+    /// the policy, as Linux threads do; a gateway that wants them under the normal policy
+    /// starts them elsewhere (from `main`, before `serve`) or turns this off.
     pub batch_scheduling: bool,
 }
 

@@ -14,8 +14,14 @@ pub(crate) trait Source {
 ///
 /// It reads exactly the body the request declared, decoding `Content-Length` or chunked
 /// framing, and returns end-of-file after it: a gateway can never read into the next request.
-/// If the client sent `Expect: 100-continue`, the first read sends `100 Continue`. A body left
-/// unread is drained (or the connection closed) by the server.
+/// If the client sent `Expect: 100-continue`, the first read sends `100 Continue`.
+///
+/// A body left unread, in whole or in part, is skipped by the server after the response:
+/// if the rest of it has already arrived and is at most 64 KiB, the connection lives on;
+/// otherwise (more than that, or still on its way) the connection closes after the
+/// response, with a lingering close so that the client still reads it. (If the client
+/// asked for `100 Continue` and the body was never read, it may not send the body at all:
+/// the connection closes.)
 ///
 /// A read that fails because of the client decides the answer: whatever response the
 /// gateway then returns is replaced by the server's own, and the connection closes. The

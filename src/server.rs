@@ -220,7 +220,11 @@ pub(crate) fn bind(
             .bind(&addr.into())
             .and_then(|()| socket.listen(backlog))
         {
-            last = Some(e);
+            // The operator reads which address failed, not only why.
+            last = Some(std::io::Error::new(
+                e.kind(),
+                format!("cannot bind {addr}: {e}"),
+            ));
             continue;
         }
         return Ok(socket.into());

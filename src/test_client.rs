@@ -11,9 +11,9 @@
 //!   exchange runs to its end as on a server (`500`, or a cut response), then the panic
 //!   is raised again in the test, as Werkzeug's test client re-raises an app's exception;
 //!   [`TestClient::propagate_panics`] turns that off to look at the server's answer;
-//! - a body the gateway leaves unread has always arrived whole, so the connection may live
-//!   on where a real server closes it: the dev server closes when an unread body is still on
-//!   its way, the pool when one over [`Limits::max_buffered_body`](crate::Limits) is.
+//! - a body the gateway leaves unread has always arrived whole, so the connection lives on
+//!   when that rest is at most 64 KiB (see [`Input`](crate::Input)), where a real server
+//!   closes it if the rest was still on its way.
 
 use std::io::Cursor;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -253,7 +253,9 @@ impl TestRequest<'_> {
         self
     }
 
-    /// Sets the body (sent with `Content-Length` unless a `Transfer-Encoding` was given).
+    /// Sets the body, sent as given: with `Content-Length` unless a `Transfer-Encoding`
+    /// was given, in which case `body` must already be in that coding (for chunked:
+    /// `"5\r\nhello\r\n0\r\n\r\n"`).
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self

@@ -15,6 +15,7 @@ on_every_backend!(
     port_zero_binds_a_free_port_and_reports_it,
     serves_on_a_listener_it_is_given,
     refuses_a_socket_that_is_not_listening,
+    an_address_in_use_is_named_in_the_error,
     environ_reports_the_peer_and_local_addresses,
     environ_reports_the_mount_as_script_name,
     environ_reports_server_name_and_port,
@@ -152,6 +153,18 @@ fn serves_on_a_listener_it_is_given(backend: Backend) {
         assert_eq!(env["server_port"], addr.port());
     }
     server.stop().unwrap();
+}
+
+fn an_address_in_use_is_named_in_the_error(backend: Backend) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = match backend {
+        Backend::Dev => sgi::DevServer::bind(addr).err(),
+        Backend::Pool => sgi::PoolServer::bind(addr).err(),
+    };
+    let err = err.expect("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
 
 fn refuses_a_socket_that_is_not_listening(backend: Backend) {

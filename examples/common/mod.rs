@@ -127,7 +127,15 @@ pub fn serve<G: Gateway>(args: &Args, config: Config, gateway: G) -> std::io::Re
 }
 
 fn announce(addr: std::net::SocketAddr, handle: sgi::Handle) {
-    ctrlc::set_handler(move || handle.shutdown()).expect("install signal handler");
+    // The first signal starts a graceful shutdown; a second one, while it runs, exits now.
+    ctrlc::set_handler(move || {
+        if handle.is_shutting_down() {
+            eprintln!("second signal: exiting without waiting for the shutdown");
+            std::process::exit(130);
+        }
+        handle.shutdown();
+    })
+    .expect("install signal handler");
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on http://{addr}").unwrap();
     out.flush().unwrap();
