@@ -150,6 +150,10 @@ pub struct Config {
     /// Most open connections. `None` picks a backend default: 1024 connection threads for
     /// the [`DevServer`](crate::DevServer), and what the file descriptor limit allows for the
     /// [`PoolServer`](crate::PoolServer).
+    ///
+    /// At the cap the dev server answers newcomers `503`. The pool closes the connection
+    /// idle longest between requests to let a newcomer in (as nginx reuses keep-alive
+    /// connections); while none is idle, newcomers wait in the kernel's backlog.
     pub max_connections: Option<usize>,
     /// Listen backlog. Default 1024.
     pub backlog: i32,

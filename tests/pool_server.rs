@@ -987,7 +987,14 @@ fn a_pool_configured_with_zero_workers_or_connections_still_serves() {
 fn accept_pauses_at_max_connections() {
     const CAP: usize = 10;
     let pool = serve(config().workers(2).max_connections(CAP), target);
-    let mut idle: Vec<_> = (0..CAP).map(|_| pool.connect()).collect();
+    // Each in the middle of its head: busy, not idle, so none is closed for a newcomer.
+    let mut idle: Vec<_> = (0..CAP)
+        .map(|_| {
+            let mut client = pool.connect();
+            client.send("GET /half HTTP/1.1\r\n");
+            client
+        })
+        .collect();
     wait_until("the server holds the cap", || {
         pool.handle.stats().open_connections == CAP
     });
@@ -1020,4 +1027,51 @@ fn accept_pauses_at_max_connections() {
         started.elapsed()
     );
     drop(idle);
+}
+
+#[test]
+fn at_max_connections_a_newcomer_takes_the_place_of_the_longest_idle_connection() {
+    const CAP: usize = 3;
+    let pool = serve(
+        config()
+            .workers(2)
+            .max_connections(CAP)
+            .idle_timeout(Duration::from_secs(60)),
+        target,
+    );
+    // Three keep-alive clients, served once each, then idle; the first idles longest.
+    let mut kept: Vec<_> = (0..CAP)
+        .map(|i| {
+            let mut client = pool.connect();
+            client.send(get(&format!("/kept{i}")));
+            assert_eq!(client.response().text(), format!("/kept{i}"));
+            client
+        })
+        .collect();
+    wait_until("the server holds the cap", || {
+        let stats = pool.handle.stats();
+        stats.open_connections == CAP && stats.idle_connections == CAP
+    });
+    // Answered long before the 60 s idle timeout would have made room.
+    let started = Instant::now();
+    let mut newcomer = pool.connect();
+    newcomer.send(get("/new"));
+    assert_eq!(newcomer.response().text(), "/new");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // One idle connection (the longest idle, as the loop last parked them) was closed for
+    // it; the others live on.
+    let mut answered = 0;
+    for (i, client) in kept.iter_mut().enumerate() {
+        client.send(get(&format!("/again{i}")));
+        if let Ok(reply) = client.try_response(false) {
+            assert_eq!(reply.text(), format!("/again{i}"));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, CAP - 1);
+    assert_eq!(pool.handle.stats().open_connections, CAP);
 }

@@ -253,6 +253,12 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Whether the connection waits between requests: nothing buffered, no request begun,
+    /// no answer still being written (the pool may close it to admit another at its cap).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.head_started.is_none() && self.buf.is_empty() && !self.has_unsent()
+    }
+
     /// Whether the loop holds a parsed head while its body arrives.
     pub(crate) fn awaiting_body(&self) -> bool {
         self.parsed.is_some()

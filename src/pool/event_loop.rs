@@ -40,6 +40,9 @@ pub(crate) const WAKE: Token = Token(usize::MAX - 2);
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// Recycled read buffers kept for connections that wake up.
 const SPARE_BUFFERS: usize = 1024;
+/// Idle connections picked at each tick while at the connection cap, to be closed one by
+/// one to make room for newcomers waiting in the backlog.
+const EVICTABLE: usize = 64;
 /// Ready requests the job queue holds per worker before the loop keeps the rest itself.
 const QUEUE_PER_WORKER: usize = 64;
 
@@ -85,6 +88,9 @@ pub(crate) struct Loop {
     /// Hitting the connection cap is logged at most once a second: under a flood it is hit
     /// again each time a connection closes.
     at_cap: Throttle,
+    /// At the cap: the connections idle longest at the last tick, the oldest last, with
+    /// when each was parked. A newcomer takes the place of one (see `accept_from`).
+    evictable: Vec<(usize, Instant)>,
     accept_errors: AcceptErrors,
     next_tick: Instant,
     /// A poll failure that ended the loop; `serve` returns it.
@@ -167,6 +173,7 @@ impl Loop {
             accepting: true,
             accept_paused_until: None,
             at_cap: Throttle::default(),
+            evictable: Vec::new(),
             accept_errors: AcceptErrors::default(),
             next_tick: Instant::now() + TICK,
             failed: None,
@@ -239,9 +246,22 @@ impl Loop {
     }
 
     fn accept_from(&mut self, listener: &TcpListener) {
-        while self.open < self.max_connections {
+        loop {
+            // At the cap, a newcomer takes the place of a connection idle between requests
+            // (the longest idle), as nginx reuses keep-alive connections: idle clients
+            // must not lock out new ones until the idle timeout. None idle: it waits.
+            let evict = match self.open < self.max_connections {
+                true => None,
+                false => match self.next_evictable() {
+                    Some(victim) => Some(victim),
+                    None => break,
+                },
+            };
             match listener.accept() {
                 Ok((tcp, peer)) => {
+                    if let Some((victim, _)) = evict {
+                        self.evict(victim);
+                    }
                     let local = tcp.local_addr().ok();
                     match Socket::new(tcp, true, self.shared.config.timeouts.write) {
                         Ok(socket) => {
@@ -252,12 +272,15 @@ impl Loop {
                         Err(e) => tracing::debug!(error = %e, "cannot set up an accepted socket"),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accepting = false;
-                    return;
-                }
                 Err(e) => {
-                    self.accept_paused_until = Some(Instant::now() + self.accept_errors.failed(&e));
+                    // Nobody took the idle one's place: it stays a candidate.
+                    self.evictable.extend(evict);
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        self.accepting = false;
+                    } else {
+                        self.accept_paused_until =
+                            Some(Instant::now() + self.accept_errors.failed(&e));
+                    }
                     return;
                 }
             }
@@ -269,6 +292,31 @@ impl Loop {
                 times,
                 "connection limit reached; pausing accept"
             );
+        }
+    }
+
+    /// The longest-idle connection picked at the last tick that is still idle since then.
+    fn next_evictable(&mut self) -> Option<(usize, Instant)> {
+        while let Some((token, parked)) = self.evictable.pop() {
+            if let Some(Slot::Live {
+                conn: Some(conn),
+                since,
+                ..
+            }) = self.slots.get(token)
+            {
+                if *since == parked && conn.is_idle() {
+                    return Some((token, parked));
+                }
+            }
+        }
+        None
+    }
+
+    /// Closes an idle connection to make room for a newcomer.
+    fn evict(&mut self, token: usize) {
+        if let Some(conn) = self.take(token) {
+            tracing::debug!(peer = %crate::conn::Peer(conn.peer()), "at the connection cap: closing the longest idle connection for a new one");
+            self.close(token, conn, false);
         }
     }
 
@@ -602,6 +650,8 @@ impl Loop {
         let (idle, head, body, write) =
             (timeouts.idle, timeouts.head, timeouts.body, timeouts.write);
         let mut expired = Vec::new();
+        let at_cap = self.open >= self.max_connections;
+        self.evictable.clear();
         for (token, slot) in self.slots.iter_mut().enumerate() {
             if let Slot::Live {
                 conn: Some(conn),
@@ -609,6 +659,9 @@ impl Loop {
                 ..
             } = slot
             {
+                if at_cap && conn.is_idle() {
+                    self.evictable.push((token, *since));
+                }
                 // A small body the loop waits for may pause up to the body timeout between
                 // reads (each read parks the connection anew).
                 let deadline = match conn.head_started {
@@ -628,6 +681,18 @@ impl Loop {
                 }
                 expired.push(token);
             }
+        }
+        // The oldest last, as `next_evictable` pops them.
+        if self.evictable.len() > EVICTABLE {
+            self.evictable
+                .select_nth_unstable_by_key(EVICTABLE - 1, |&(_, since)| since);
+            self.evictable.truncate(EVICTABLE);
+        }
+        self.evictable
+            .sort_unstable_by_key(|&(_, since)| std::cmp::Reverse(since));
+        if !self.evictable.is_empty() {
+            // Newcomers may wait in the backlog with no new edge to announce them.
+            self.accepting = true;
         }
         for token in expired {
             let Some(mut conn) = self.take(token) else {
