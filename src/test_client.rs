@@ -118,6 +118,7 @@ impl TestClient {
             version: Version::HTTP_11,
             headers: Vec::new(),
             body: Vec::new(),
+            peer: None,
         }
     }
 
@@ -146,6 +147,16 @@ impl TestClient {
         self.request(Method::DELETE, target)
     }
 
+    /// Starts a `PATCH`.
+    pub fn patch(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::PATCH, target)
+    }
+
+    /// Starts an `OPTIONS` (`"*"` asks about the server as a whole).
+    pub fn options(&self, target: &str) -> TestRequest<'_> {
+        self.request(Method::OPTIONS, target)
+    }
+
     /// Feeds raw bytes to a fresh connection and returns every byte the server wrote, for
     /// protocol-level tests (pipelining, malformed input).
     ///
@@ -155,15 +166,17 @@ impl TestClient {
     /// assert!(out.starts_with(b"HTTP/1.1 400 "));
     /// ```
     pub fn raw(&self, input: &[u8]) -> Vec<u8> {
-        self.exchange(input).output
+        self.exchange(input, None).output
     }
 
-    /// Drives one connection over `input`; the memory holds what the server wrote.
-    fn exchange(&self, input: &[u8]) -> Memory {
-        self.drive(Memory {
+    /// Drives one connection from `peer` over `input`; the memory holds what the server
+    /// wrote.
+    fn exchange(&self, input: &[u8], peer: Option<SocketAddr>) -> Memory {
+        let memory = Memory {
             input: Cursor::new(input.to_vec()),
             ..Memory::default()
-        })
+        };
+        self.drive(memory, peer)
     }
 
     /// Like [`raw`](Self::raw), but each read returns bytes from one of `chunks` only, in
@@ -184,20 +197,20 @@ impl TestClient {
             memory.input.get_mut().extend_from_slice(chunk);
             memory.breaks.push_back(memory.input.get_ref().len() as u64);
         }
-        self.drive(memory).output
+        self.drive(memory, None).output
     }
 
-    fn drive(&self, memory: Memory) -> Memory {
+    fn drive(&self, memory: Memory, peer: Option<SocketAddr>) -> Memory {
         let capture = self.propagate_panics.then(panics::Capture::start);
-        let memory = self.drive_uncaptured(memory);
+        let memory = self.drive_uncaptured(memory, peer);
         if let Some(payload) = capture.and_then(panics::Capture::finish) {
             std::panic::resume_unwind(payload);
         }
         memory
     }
 
-    fn drive_uncaptured(&self, memory: Memory) -> Memory {
-        let mut conn = Conn::new(memory, None, None);
+    fn drive_uncaptured(&self, memory: Memory, peer: Option<SocketAddr>) -> Memory {
+        let mut conn = Conn::new(memory, peer, None);
         let ctx = Ctx {
             gateway: &self.gateway,
             shared: &self.shared,
@@ -230,6 +243,7 @@ pub struct TestRequest<'c> {
     version: Version,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    peer: Option<SocketAddr>,
 }
 
 impl TestRequest<'_> {
@@ -258,6 +272,54 @@ impl TestRequest<'_> {
     /// `"5\r\nhello\r\n0\r\n\r\n"`).
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    /// Sends the body in the chunked coding, one chunk per piece (empty pieces are
+    /// skipped, as a chunk of size 0 would end the body), with `Transfer-Encoding: chunked`.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use sgi::{Body, Request, Response, TestClient};
+    ///
+    /// let client = TestClient::new(|mut req: Request<'_>| {
+    ///     let mut body = String::new();
+    ///     req.body_mut().read_to_string(&mut body).unwrap();
+    ///     Response::new(Body::from(body))
+    /// });
+    /// let res = client.post("/").chunked(["hel", "", "lo"]).send();
+    /// assert_eq!(res.text(), "hello");
+    /// ```
+    pub fn chunked<P: AsRef<[u8]>>(mut self, pieces: impl IntoIterator<Item = P>) -> Self {
+        let mut body = Vec::new();
+        for piece in pieces {
+            let piece = piece.as_ref();
+            if !piece.is_empty() {
+                body.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                body.extend_from_slice(piece);
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        self.body = body;
+        self.header("transfer-encoding", "chunked")
+    }
+
+    /// Sends it from `peer`, which the gateway then finds in
+    /// [`Environ::peer_addr`](crate::Environ) (by default there is none): to test code
+    /// that looks at the client's address.
+    ///
+    /// ```
+    /// use sgi::{Body, Request, RequestExt, Response, TestClient};
+    ///
+    /// let client = TestClient::new(|req: Request<'_>| {
+    ///     Response::new(Body::from(format!("{:?}", req.environ().peer_addr)))
+    /// });
+    /// let peer = "203.0.113.7:4321".parse().unwrap();
+    /// assert_eq!(client.get("/").peer(peer).send().text(), "Some(203.0.113.7:4321)");
+    /// ```
+    pub fn peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
         self
     }
 
@@ -300,7 +362,7 @@ impl TestRequest<'_> {
         }
         raw.extend_from_slice(b"\r\n");
         raw.extend_from_slice(&self.body);
-        let memory = self.client.exchange(&raw);
+        let memory = self.client.exchange(&raw, self.peer);
         assert!(
             !memory.output.is_empty(),
             "TestClient: no response; the request ends before its body does (the input \

@@ -428,3 +428,23 @@ fn a_file_that_is_not_a_regular_file_is_sent_as_it_reads() {
     assert_eq!(res.headers()["content-length"], "0");
     assert_eq!(res.text(), "");
 }
+
+#[test]
+fn every_method_shortcut_sends_its_method_and_a_peer_reaches_the_environ() {
+    use sgi::RequestExt;
+    let client = TestClient::new(|req: Request<'_>| {
+        let peer = req.environ().peer_addr.map(|p| p.to_string());
+        Response::new(Body::from(format!(
+            "{} {} {peer:?}",
+            req.method(),
+            req.uri()
+        )))
+    });
+    assert_eq!(client.patch("/p").send().text(), "PATCH /p None");
+    assert_eq!(client.options("*").send().text(), "OPTIONS * None");
+    let peer = "[2001:db8::1]:443".parse().unwrap();
+    assert_eq!(
+        client.delete("/d").peer(peer).send().text(),
+        "DELETE /d Some(\"[2001:db8::1]:443\")"
+    );
+}
