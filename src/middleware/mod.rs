@@ -3,7 +3,8 @@
 //! A middleware is any [`Gateway`](crate::Gateway) holding another; nothing more is needed.
 //! This module keeps the ones a server should ship with:
 //!
-//! - [`Mount`] serves a gateway under a path prefix (WSGI's `SCRIPT_NAME`);
+//! - [`Mount`] serves a gateway under a path prefix (WSGI's `SCRIPT_NAME`), sending the
+//!   rest to a fallback (another `Mount`, an app) or [`NotFound`];
 //! - [`Validate`] checks, in tests, that a gateway and the stack around it keep the contract
 //!   (Python's `wsgiref.validate`).
 //!
@@ -33,6 +34,6 @@
 mod mount;
 mod validate;
 
-pub use mount::Mount;
 pub(crate) use mount::{normalize_prefix, under_prefix};
+pub use mount::{Mount, NotFound};
 pub use validate::Validate;

@@ -8,7 +8,7 @@ use crate::{Body, Environ, Gateway, Request, Response};
 
 /// Mounts a gateway under a path prefix, as WSGI's `SCRIPT_NAME` does: requests under the
 /// prefix reach the inner gateway with the prefix moved from the path to
-/// [`Environ::script_name`]; others get `404`.
+/// [`Environ::script_name`]; others get `404`, or go to a [`fallback`](Mount::fallback).
 ///
 /// ```
 /// use sgi::middleware::Mount;
@@ -25,9 +25,10 @@ use crate::{Body, Environ, Gateway, Request, Response};
 /// assert_eq!(client.get("/api/users").send().body(), "/api /users");
 /// ```
 #[derive(Debug)]
-pub struct Mount<G> {
+pub struct Mount<G, F = NotFound> {
     prefix: Arc<str>,
     inner: G,
+    fallback: F,
 }
 
 impl<G: Gateway> Mount<G> {
@@ -37,7 +38,55 @@ impl<G: Gateway> Mount<G> {
         Mount {
             prefix: normalize_prefix(prefix),
             inner,
+            fallback: NotFound,
         }
+    }
+}
+
+impl<G: Gateway, F: Gateway> Mount<G, F> {
+    /// Sends the requests outside the prefix to `fallback`, unchanged, instead of answering
+    /// `404`: several applications behind one server, as Werkzeug's
+    /// `DispatcherMiddleware` does. Mounts chain, the first matching prefix winning.
+    ///
+    /// ```
+    /// use sgi::middleware::Mount;
+    /// use sgi::{Body, Request, RequestExt, Response, TestClient};
+    ///
+    /// let named = |name: &'static str| {
+    ///     move |req: Request<'_>| {
+    ///         let env = req.environ();
+    ///         Response::new(Body::from(format!("{name} {}{}", env.script_name, req.uri())))
+    ///     }
+    /// };
+    /// let site = Mount::new("/api", named("api"))
+    ///     .fallback(Mount::new("/static", named("files")).fallback(named("site")));
+    /// let client = TestClient::new(site);
+    /// assert_eq!(client.get("/api/users").send().text(), "api /api/users");
+    /// assert_eq!(client.get("/static/a.css").send().text(), "files /static/a.css");
+    /// assert_eq!(client.get("/about?x=1").send().text(), "site /about?x=1");
+    /// ```
+    pub fn fallback<F2: Gateway>(self, fallback: F2) -> Mount<G, F2> {
+        Mount {
+            prefix: self.prefix,
+            inner: self.inner,
+            fallback,
+        }
+    }
+}
+
+/// Answers every request `404 Not Found` (plain text): what a [`Mount`] does with requests
+/// outside its prefix unless it is given a fallback.
+///
+/// ```
+/// let res = sgi::TestClient::new(sgi::middleware::NotFound).get("/x").send();
+/// assert_eq!(res.status(), 404);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotFound;
+
+impl Gateway for NotFound {
+    fn call(&self, _req: Request<'_>) -> Response {
+        not_found()
     }
 }
 
@@ -66,10 +115,10 @@ pub(crate) fn under_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
     target.parse().ok()
 }
 
-impl<G: Gateway> Gateway for Mount<G> {
+impl<G: Gateway, F: Gateway> Gateway for Mount<G, F> {
     fn call(&self, mut req: Request<'_>) -> Response {
         let Some(uri) = under_prefix(req.uri(), &self.prefix) else {
-            return not_found();
+            return self.fallback.call(req);
         };
         *req.uri_mut() = uri;
         if let Some(env) = req.extensions_mut().get_mut::<Environ>() {
