@@ -342,7 +342,8 @@ impl From<()> for Body {
 fn is_empty(file: &mut File) -> io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let pos = file.stream_position()?;
-    let empty = file.read(&mut [0u8])? == 0;
+    // A file that cannot be read (opened for writing) has nothing to send either.
+    let empty = !matches!(file.read(&mut [0u8]), Ok(n) if n > 0);
     file.seek(SeekFrom::Start(pos))?;
     Ok(empty)
 }

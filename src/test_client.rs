@@ -201,12 +201,14 @@ impl TestClient {
     }
 
     fn drive(&self, memory: Memory, peer: Option<SocketAddr>) -> Memory {
-        let capture = self.propagate_panics.then(panics::Capture::start);
+        // Captured either way, so that a client used inside another's gateway keeps its
+        // panics from the outer one's capture.
+        let capture = panics::Capture::start();
         let memory = self.drive_uncaptured(memory, peer);
-        if let Some(payload) = capture.and_then(panics::Capture::finish) {
-            std::panic::resume_unwind(payload);
+        match capture.finish() {
+            Some(payload) if self.propagate_panics => std::panic::resume_unwind(payload),
+            _ => memory,
         }
-        memory
     }
 
     fn drive_uncaptured(&self, memory: Memory, peer: Option<SocketAddr>) -> Memory {

@@ -70,6 +70,14 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
+    /// Whether request bytes wait to be read now: one `MSG_PEEK` (the socket does not
+    /// block, so neither does this). For the rare checks that must not take a connection
+    /// with a request on its way for an idle one.
+    pub(crate) fn has_bytes_waiting(&self) -> bool {
+        debug_assert!(self.nonblocking);
+        matches!(self.tcp.peek(&mut [0u8]), Ok(n) if n > 0)
+    }
+
     /// Wraps an accepted stream; `write_timeout` is set once, here.
     pub(crate) fn new(
         tcp: TcpStream,

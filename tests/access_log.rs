@@ -16,6 +16,7 @@ on_every_backend!(
     every_request_ends_served_rejected_or_aborted_once_in_the_log_and_the_stats,
     a_rejected_request_with_a_readable_request_line_is_logged_with_it,
     an_answer_cut_short_is_logged_aborted_with_the_bytes_that_went_out,
+    answers_held_back_for_a_pipelined_request_that_never_left_are_logged_aborted,
 );
 
 /// The access line of the request to `target`, once there is exactly one.
@@ -306,4 +307,34 @@ fn access_log_does_not_change_what_clients_receive(backend: Backend) {
         ],
         "{logged}"
     );
+}
+
+fn answers_held_back_for_a_pipelined_request_that_never_left_are_logged_aborted(backend: Backend) {
+    access_log();
+    let gate = Gate::new();
+    let tag = format!("/held-{backend:?}");
+    let server = start(backend, config(), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path().ends_with("/slow") {
+                gate.pass();
+            }
+            sgi::Response::new(sgi::Body::from("x".repeat(100)))
+        }
+    });
+    let mut client = server.connect();
+    client.send(format!(
+        "GET {tag}/a HTTP/1.1\r\nHost: x\r\n\r\nGET {tag}/slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    ));
+    gate.wait_for_waiting(1);
+    client.reset();
+    gate.open();
+    // Neither answer left: /a was held to go out with /slow's, and that write failed.
+    for path in ["a", "slow"] {
+        let line = line_for(&format!("{tag}/{path}"));
+        assert!(
+            line.contains("aborted=true") && line.contains("bytes=0 "),
+            "{line}"
+        );
+    }
 }

@@ -448,3 +448,20 @@ fn every_method_shortcut_sends_its_method_and_a_peer_reaches_the_environ() {
         "DELETE /d Some(\"[2001:db8::1]:443\")"
     );
 }
+
+/// A client that does not propagate, used inside another's gateway, keeps its gateway's
+/// panics to itself: the outer test sees the inner `500`, not the inner panic.
+#[test]
+fn an_inner_client_that_does_not_propagate_keeps_its_panics_to_itself() {
+    fn broken(_req: Request<'_>) -> Response {
+        panic!("the inner handler's bug")
+    }
+    let outer = TestClient::new(|_req: Request<'_>| -> Response {
+        let res = TestClient::new(broken)
+            .propagate_panics(false)
+            .get("/")
+            .send();
+        Response::new(Body::from(format!("inner said {}", res.status().as_u16())))
+    });
+    assert_eq!(outer.get("/").send().text(), "inner said 500");
+}

@@ -76,6 +76,7 @@ pub(crate) struct Pending {
     pub(crate) record: Record,
     pub(crate) stats: Arc<Counters>,
     pub(crate) log: bool,
-    /// Where the answer ends in the stream of bytes left to the loop.
-    pub(crate) end: u64,
+    /// Where the answer ends in the stream of bytes left to the loop; `None` while it is
+    /// still in the output buffer (held back to go out with the next answer).
+    pub(crate) end: Option<u64>,
 }

@@ -36,7 +36,12 @@ impl Unsent {
 
     /// Tells the requests whose answers the client has now taken whole.
     fn settle(&mut self) {
-        while self.pending.front().is_some_and(|p| p.end <= self.written) {
+        let written = self.written;
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.end.is_some_and(|end| end <= written))
+        {
             if let Some(p) = self.pending.pop_front() {
                 p.record.finish(&p.stats, p.log, Outcome::Served);
             }
@@ -49,7 +54,8 @@ impl Drop for Unsent {
     fn drop(&mut self) {
         self.settle();
         for mut p in self.pending.drain(..) {
-            let missing = p.end - self.written;
+            // Never handed over (held in the output buffer): none of it went out.
+            let missing = p.end.map_or(u64::MAX, |end| end - self.written);
             p.record.bytes = p.record.bytes.saturating_sub(missing);
             p.record.finish(&p.stats, p.log, Outcome::Aborted);
         }
@@ -60,7 +66,8 @@ impl<T: Transport> Conn<T> {
     /// Leaves a request's outcome to be told once its answer, whose end waits for the
     /// event loop (or is still in the output buffer behind bytes that wait), is written.
     pub(crate) fn account_when_sent(&mut self, record: Record, shared: &Shared) {
-        let end = self.unsent.pushed + self.out.len() as u64;
+        // Still in the output buffer: its end is known once that is handed over.
+        let end = self.out.is_empty().then_some(self.unsent.pushed);
         self.unsent.pending.push_back(Pending {
             record,
             stats: shared.stats.clone(),
@@ -106,6 +113,7 @@ impl<T: Transport> Conn<T> {
             let out = Bytes::from(std::mem::take(&mut self.out));
             self.unsent.push(out);
             self.unsent.push(body);
+            self.handed_over();
             return Ok(());
         }
         if self.out.is_empty() && body.is_empty() {
@@ -145,7 +153,27 @@ impl<T: Transport> Conn<T> {
             self.unsent.push(body.slice(written - self.out.len()..));
         }
         self.out.clear();
+        self.handed_over();
         Ok(())
+    }
+
+    /// The output buffer went to the socket (or to the event loop to write): answers held
+    /// in it are told as served if nothing is left behind, or wait for the loop.
+    pub(crate) fn handed_over(&mut self) {
+        let unsent = &mut self.unsent;
+        if unsent.pending.is_empty() {
+            return;
+        }
+        let behind = !unsent.pieces.is_empty();
+        for pending in unsent.pending.iter_mut().filter(|p| p.end.is_none()) {
+            // Its bytes are at most all those left to the loop so far.
+            pending.end = Some(if behind {
+                unsent.pushed
+            } else {
+                unsent.written
+            });
+        }
+        unsent.settle();
     }
 
     /// Writes what waits, as far as the socket takes it now (event loop). Returns whether

@@ -339,6 +339,23 @@ impl<T: Transport> Conn<T> {
         record.finish(&shared.stats, log, Outcome::Rejected);
     }
 
+    /// Counts and logs a request whose head was read but that the server will not serve:
+    /// its connection is cut by a shutdown (past the deadline, or closed as idle just as
+    /// the request came). Logged with the `503` it would have been given, as aborted.
+    pub(crate) fn cut_unserved(&self, shared: &Shared) {
+        let log = shared.config.access_log;
+        let record = access::Record {
+            peer: self.peer,
+            request: log
+                .then(|| self.request_line(&shared.config.limits))
+                .flatten(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            bytes: 0,
+            started: self.head_started.unwrap_or_else(Instant::now),
+        };
+        record.finish(&shared.stats, log, Outcome::Aborted);
+    }
+
     /// The method and target of the buffered request line, for the access line of a
     /// request rejected before it was parsed, if they are well-formed and complete.
     fn request_line(&self, limits: &Limits) -> Option<(http::Method, http::Uri)> {
@@ -549,7 +566,7 @@ impl<T: Transport> Conn<T> {
         if sent.cut {
             outcome = Outcome::Aborted;
         }
-        let record = access::Record {
+        let mut record = access::Record {
             peer: self.peer,
             request: config.access_log.then_some(requested),
             status: sent.status,
@@ -565,8 +582,13 @@ impl<T: Transport> Conn<T> {
         if lost {
             outcome = Outcome::Aborted;
         }
-        if outcome == Outcome::Served && self.has_unsent() {
-            // Its end waits for the event loop: told once the client has taken it, or left.
+        if lost {
+            // What was left in the output buffer never went out.
+            record.bytes = self.body_sent;
+        }
+        if outcome == Outcome::Served && (!self.out.is_empty() || self.has_unsent()) {
+            // Held back for the next answer, or its end waits for the event loop: told
+            // once the client has taken it, or left.
             self.account_when_sent(record, shared);
         } else {
             record.finish(&shared.stats, config.access_log, outcome);

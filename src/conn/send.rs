@@ -207,10 +207,14 @@ impl<T: Transport> Conn<T> {
                 let n = bytes.len() as u64;
                 if self.write_behind && bytes.len() > COPY_LIMIT {
                     self.send_or_leave(bytes).map_err(Abort::Io)?;
+                    self.body_sent = n;
+                } else if bytes.len() > COPY_LIMIT {
+                    self.write_piece(&bytes, b"", false)?;
+                    self.body_sent = n;
                 } else {
+                    // Copied behind the head; handed over when the output buffer is.
                     self.write_piece(&bytes, b"", false)?;
                 }
-                self.body_sent = n;
                 Ok(n)
             }
             Kind::File(mut file, len) => {
@@ -367,6 +371,9 @@ impl<T: Transport> Conn<T> {
             ],
         );
         self.out.clear();
+        if result.is_ok() {
+            self.handed_over();
+        }
         result
     }
 }

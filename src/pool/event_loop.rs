@@ -250,8 +250,11 @@ impl Loop {
             // At the cap, a newcomer takes the place of a connection idle between requests
             // (the longest idle), as nginx reuses keep-alive connections: idle clients
             // must not lock out new ones until the idle timeout. None idle: it waits.
+            // (Not during a shutdown: requests already in idle connections' sockets are
+            // served first then, and newcomers are refused.)
             let evict = match self.open < self.max_connections {
                 true => None,
+                false if self.shared.is_shutting_down() => break,
                 false => match self.next_evictable() {
                     Some(victim) => Some(victim),
                     None => break,
@@ -304,7 +307,8 @@ impl Loop {
                 ..
             }) = self.slots.get(token)
             {
-                if *since == parked && conn.is_idle() {
+                // A request that arrived since (its event not yet handled) keeps it.
+                if *since == parked && conn.is_idle() && !conn.io.has_bytes_waiting() {
                     return Some((token, parked));
                 }
             }
@@ -771,13 +775,21 @@ impl Loop {
                 "shutdown deadline passed; closing connections still being served"
             );
             for slot in &self.slots {
-                if let Slot::Live { stream, .. } = slot {
+                if let Slot::Live { stream, conn, .. } = slot {
                     crate::transport::abort(stream);
+                    // A request whose body was still arriving ends here, unserved.
+                    if let Some(conn) = conn.as_ref().filter(|c| c.awaiting_body()) {
+                        conn.cut_unserved(&self.shared);
+                    }
                 }
             }
             // Requests still queued would reach a gateway after `serve` returned: drop them
-            // (their sockets are cut already).
-            let dropped = self.ready.drain(..).count() + self.jobs.discard();
+            // (their sockets are cut already), each counted as cut.
+            let mut dropped = 0;
+            for job in self.ready.drain(..).chain(self.jobs.discard()) {
+                job.conn.cut_unserved(&self.shared);
+                dropped += 1;
+            }
             self.shared.stats.queued.fetch_sub(dropped, Relaxed);
             // Cut, so no longer open (workers still holding one drop it when they finish).
             self.open = 0;

@@ -180,9 +180,9 @@ impl JobQueue {
         Some(true)
     }
 
-    /// Drops every queued job; returns how many there were.
-    pub(crate) fn discard(&self) -> usize {
-        self.rx.try_iter().count()
+    /// Takes every queued job out, for the caller to drop.
+    pub(crate) fn discard(&self) -> Vec<Job> {
+        self.rx.try_iter().collect()
     }
 
     /// Lets every worker finish the queued jobs; `sleep` then returns `None`.

@@ -1,0 +1,116 @@
+//! Every request read is counted exactly once in `Stats`: served, rejected or aborted,
+//! however it ends (held back behind a pipelined request, queued or half-uploaded when a
+//! shutdown deadline passes). The access log tells the same (`tests/access_log.rs`).
+
+mod support;
+
+use std::io::Read;
+use std::time::Duration;
+
+use sgi::{Body, Request, Response, Stats, Timeouts};
+use support::{config, start, wait_until, Backend, Gate};
+
+on_every_backend!(
+    a_request_whose_body_is_arriving_at_the_shutdown_deadline_is_counted_once,
+    a_held_pipelined_answer_that_never_left_is_counted_aborted,
+);
+
+fn total(stats: &Stats) -> u64 {
+    stats.requests_served + stats.rejected_requests + stats.aborted_requests
+}
+
+fn short_shutdown() -> sgi::Config {
+    config().timeouts(Timeouts {
+        shutdown: Duration::from_millis(500),
+        linger: Duration::from_millis(200),
+        ..Timeouts::default()
+    })
+}
+
+fn a_request_whose_body_is_arriving_at_the_shutdown_deadline_is_counted_once(backend: Backend) {
+    let mut server = start(backend, short_shutdown(), support::echo);
+    let handle = server.handle.clone();
+    let mut client = server.connect();
+    client.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde");
+    if backend == Backend::Dev {
+        // The connection's thread is in the gateway, reading the body. (The pool's loop
+        // reads what arrived in the shutdown's first turn.)
+        wait_until("the gateway reads the body", || {
+            handle.stats().active_connections == 1
+        });
+    }
+    handle.shutdown();
+    server.join().expect("serve returns Ok");
+    wait_until("the request is counted", || total(&handle.stats()) == 1);
+    let stats = handle.stats();
+    assert_eq!(stats.aborted_requests, 1, "{stats:?}");
+    drop(client);
+}
+
+fn a_held_pipelined_answer_that_never_left_is_counted_aborted(backend: Backend) {
+    let gate = Gate::new();
+    let server = start(backend, config(), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() == "/slow" {
+                gate.pass();
+            }
+            Response::new(Body::from("x".repeat(100)))
+        }
+    });
+    let mut client = server.connect();
+    client.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    gate.wait_for_waiting(1);
+    // The answer to /a waits to go out with /slow's: none of it has arrived.
+    let mut probe = client.try_clone_stream();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        probe.read(&mut [0u8; 64]).is_err(),
+        "the answer to /a was sent alone"
+    );
+    drop(probe);
+    client.reset();
+    gate.open();
+    wait_until("both requests are counted", || {
+        total(&server.handle.stats()) == 2
+    });
+    let stats = server.handle.stats();
+    assert_eq!(
+        (stats.requests_served, stats.aborted_requests),
+        (0, 2),
+        "{stats:?}"
+    );
+}
+
+/// Pool: one worker held past the shutdown deadline, a second request read whole and
+/// queued behind it; at the deadline the queued one is dropped, and counted.
+#[test]
+fn a_request_queued_at_the_shutdown_deadline_is_counted_once() {
+    let gate = Gate::new();
+    let mut server = start(Backend::Pool, short_shutdown().workers(1), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() == "/block" {
+                gate.pass();
+            }
+            Response::new(Body::from("ok"))
+        }
+    });
+    let handle = server.handle.clone();
+    let mut blocked = server.connect();
+    blocked.send("GET /block HTTP/1.1\r\nHost: x\r\n\r\n");
+    gate.wait_for_waiting(1);
+    let mut queued = server.connect();
+    queued.send("GET /queued HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_until("queued", || handle.stats().queued_requests == 1);
+    handle.shutdown();
+    // `serve` returns at the deadline, the gateway still blocked.
+    server.join().expect("serve returns Ok");
+    gate.open();
+    wait_until("both requests are counted", || total(&handle.stats()) == 2);
+    let stats = handle.stats();
+    assert_eq!(stats.aborted_requests, 2, "{stats:?}");
+    drop((blocked, queued));
+}
