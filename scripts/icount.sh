@@ -9,7 +9,8 @@
 #
 # Starts COMMAND under valgrind with instrumentation off, sends 200 warm-up requests on one
 # keep-alive connection, then counts only while N more `GET /` requests are answered one
-# after another (each awaited before the next is sent), and prints the total divided by N.
+# after another (each awaited before the next is sent; with DEPTH=D, in pipelined batches of
+# D), and prints the total divided by N.
 # Kernel work (the system calls) is not counted. Needs valgrind and python3; bounded by the
 # timeouts below. A build with `debug = 1` lets callgrind_annotate name the functions in
 # the dump it leaves in /tmp/icount.out.*.
@@ -17,6 +18,7 @@ set -euo pipefail
 n=${1:?usage: icount.sh N 'COMMAND --port {port}'}
 cmd=${2:?usage: icount.sh N 'COMMAND --port {port}'}
 port=${PORT:-18330}
+depth=${DEPTH:-1} # requests pipelined per round trip (DEPTH=16 for the pipelined case)
 cmd=${cmd//\{port\}/$port}
 rm -f /tmp/icount.out.*
 # shellcheck disable=SC2086 # the command is split into words on purpose
@@ -26,7 +28,7 @@ vg=$!
 trap 'kill -9 -- -$vg 2>/dev/null || true' EXIT
 
 drive() { # requests
-  timeout 600 python3 - "$port" "$1" <<'PY'
+  timeout 600 python3 - "$port" "$1" "$depth" <<'PY'
 import socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
 deadline = time.monotonic() + 60
@@ -39,11 +41,12 @@ while True:
             raise
         time.sleep(0.2)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-for _ in range(n):
-    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+depth = int(sys.argv[3])
+for _ in range(n // depth):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * depth)
     got = b""
-    while not got.endswith(b"Hello, World!"):
-        more = s.recv(4096)
+    while got.count(b"Hello, World!") < depth:
+        more = s.recv(65536)
         if not more:
             sys.exit("the server closed the connection")
         got += more

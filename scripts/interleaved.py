@@ -58,7 +58,7 @@ def wait_for_port(port, deadline):
 
 def wrk(args, conc, duration, port):
     cmd = ["taskset", "-c", args.wrk_cpu, "wrk", "-t1", f"-c{conc}", f"-d{duration}s",
-           "--timeout", "2s", "--latency", f"http://127.0.0.1:{port}/"]
+           "--timeout", "2s", "--latency", *args.wrk_args.split(), f"http://127.0.0.1:{port}/"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
 
 
@@ -101,6 +101,8 @@ def main():
     parser.add_argument("--port", type=int, default=18199)
     parser.add_argument("--server-cpu", default="1")
     parser.add_argument("--wrk-cpu", default="0")
+    parser.add_argument("--wrk-args", default="",
+                        help="extra wrk arguments, e.g. '-s ../shared/bench/pipeline.lua'")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     servers = [s.split("=", 1) for s in args.servers]

@@ -2,7 +2,6 @@
 //! aborted) and to the access log (target `sgi::access`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode, Uri};
@@ -74,8 +73,6 @@ impl Record {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) record: Record,
-    pub(crate) stats: Arc<Counters>,
-    pub(crate) log: bool,
     /// Where the answer ends in the stream of bytes left to the loop; `None` while it is
     /// still in the output buffer (held back to go out with the next answer).
     pub(crate) end: Option<u64>,

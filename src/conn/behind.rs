@@ -5,12 +5,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::access::{Outcome, Pending, Record};
 use super::Conn;
-use crate::server::Shared;
+use crate::server::{Counters, Shared};
 use crate::transport::Transport;
 
 /// Response bytes accepted for the client that its socket did not take yet.
@@ -24,6 +25,9 @@ pub(crate) struct Unsent {
     written: u64,
     /// The requests whose answers end among the pieces, oldest first.
     pending: VecDeque<Pending>,
+    /// Where to count them, and whether to log them (set with the first one: a
+    /// connection that never holds an answer back never clones the counters).
+    accounts: Option<(Arc<Counters>, bool)>,
 }
 
 impl Unsent {
@@ -37,13 +41,16 @@ impl Unsent {
     /// Tells the requests whose answers the client has now taken whole.
     fn settle(&mut self) {
         let written = self.written;
+        let Some((stats, log)) = &self.accounts else {
+            return;
+        };
         while self
             .pending
             .front()
             .is_some_and(|p| p.end.is_some_and(|end| end <= written))
         {
             if let Some(p) = self.pending.pop_front() {
-                p.record.finish(&p.stats, p.log, Outcome::Served);
+                p.record.finish(stats, *log, Outcome::Served);
             }
         }
     }
@@ -53,11 +60,14 @@ impl Drop for Unsent {
     /// The connection ends with answers not yet taken whole: they were cut short.
     fn drop(&mut self) {
         self.settle();
+        let Some((stats, log)) = &self.accounts else {
+            return;
+        };
         for mut p in self.pending.drain(..) {
             // Never handed over (held in the output buffer): none of it went out.
             let missing = p.end.map_or(u64::MAX, |end| end - self.written);
             p.record.bytes = p.record.bytes.saturating_sub(missing);
-            p.record.finish(&p.stats, p.log, Outcome::Aborted);
+            p.record.finish(stats, *log, Outcome::Aborted);
         }
     }
 }
@@ -68,12 +78,11 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn account_when_sent(&mut self, record: Record, shared: &Shared) {
         // Still in the output buffer: its end is known once that is handed over.
         let end = self.out.is_empty().then_some(self.unsent.pushed);
-        self.unsent.pending.push_back(Pending {
-            record,
-            stats: shared.stats.clone(),
-            log: shared.config.access_log,
-            end,
-        });
+        let unsent = &mut self.unsent;
+        unsent
+            .accounts
+            .get_or_insert_with(|| (shared.stats.clone(), shared.config.access_log));
+        unsent.pending.push_back(Pending { record, end });
     }
 
     /// Whether response bytes wait for the event loop to write them.
