@@ -87,3 +87,16 @@ fn hitting_the_pool_connection_cap_is_logged_at_most_once_a_second() {
         lines.len()
     );
 }
+
+/// A cap the descriptor limit cannot hold is said at start, not found out at EMFILE.
+#[test]
+fn a_pool_cap_over_the_descriptor_limit_is_warned_at_start() {
+    server_log();
+    let server = start(Backend::Pool, config().max_connections(1 << 40), target);
+    wait_until("the warning is logged", || {
+        lines_with("max_connections is more than the descriptor limit allows")
+            .iter()
+            .any(|line| line.contains("max_connections=1099511627776"))
+    });
+    drop(server);
+}

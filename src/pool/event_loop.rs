@@ -105,7 +105,17 @@ pub(crate) fn run<G: Gateway>(
     let config = &shared.config;
     let size = config.pool_workers();
     let soft = crate::linger::fd_soft_limit();
-    let max_connections = config.connection_cap(|| super::fd_budget(soft, size));
+    let budget = super::fd_budget(soft, size);
+    let max_connections = config.connection_cap(|| budget);
+    if max_connections > budget {
+        // Past the budget, accepts fail with EMFILE (and back off) before the cap is reached.
+        tracing::warn!(
+            max_connections,
+            fd_soft_limit = soft,
+            fits = budget,
+            "max_connections is more than the descriptor limit allows; raise `ulimit -n`"
+        );
+    }
     let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
