@@ -8,7 +8,8 @@ so that a few dozen connections use up its descriptors. Then, per backend:
      than the server has descriptors for: the dev server hits EMFILE on accept (it must log,
      back off and go on; connections it cannot take wait in the backlog or are answered
      503), the pool stops accepting at its max_connections (sized from the same limit);
-  3. meanwhile the first connection must still be served (a request on it gets 200);
+  3. meanwhile the first connection must still be served (a request on it gets 200), or,
+     on the pool, have been closed cleanly while idle to admit a newcomer at the cap;
   4. closes them all, and checks that 20 fresh requests get 200 within a deadline;
   5. checks the server never died;
   6. on a fresh server, makes M (default 150) connections one after another that each get
@@ -53,14 +54,16 @@ def request(sock, path):
 
 
 def read_status(sock, timeout=10.0):
-    """Reads one response; returns its status (or None on close/timeout)."""
+    """Reads one response; returns its status, "closed" if the server had closed the
+    connection before any of it (an idle keep-alive close), or None on a close mid-answer,
+    a reset or a timeout."""
     sock.settimeout(timeout)
     data = b""
     try:
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
             if not chunk:
-                return None
+                return "closed" if not data else None
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -131,10 +134,13 @@ def probe(backend, limit, n):
                 sel.unregister(key.fileobj)
         time.sleep(1.0)  # let the server run into its limit (what follows polls, not this)
 
-        # Under pressure, the connection it already has is still served.
+        # Under pressure, the connection it already has is still served. The pool, at its
+        # cap with newcomers waiting, may instead have closed it while it was idle, to let
+        # one in (as nginx reuses keep-alive connections; HTTP lets a server close an idle
+        # connection at any time): a clean close before any answer, never a cut answer.
         request(keeper, "/under-pressure")
         kept = read_status(keeper, timeout=10)
-        if kept != 200:
+        if kept != 200 and not (backend == "pool" and kept == "closed"):
             failures.append(f"the open keep-alive connection got {kept} under pressure")
 
         # Collect what the flood got, briefly and without blocking on each.
