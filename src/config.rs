@@ -176,8 +176,11 @@ pub struct Config {
     ///   `rejected = true`, with `method` and `target` from the request line when it can
     ///   be read, else `-`;
     /// - answers cut short (the client left mid-body or mid-answer, took no bytes for the
-    ///   write timeout, or the body failed after its head was sent) carry `aborted = true`,
-    ///   with the status the gateway chose and the body bytes that went out.
+    ///   write timeout, the body failed after its head was sent, or a shutdown deadline
+    ///   passed) carry `aborted = true`, with the status the gateway chose (`499`, as
+    ///   nginx logs it, when the client left before a gateway was called; `503` when a
+    ///   shutdown cut a request no gateway got to) and the body bytes that went out. An
+    ///   answer is counted whole once the socket has taken all of it.
     ///
     /// The `peer` is the socket's: behind a proxy, a middleware that reads the proxy's
     /// fields should log the client's address itself. Default true.

@@ -293,7 +293,7 @@ fn connection<G: Gateway>(
             .compare_exchange(IDLE, BUSY, SeqCst, SeqCst)
             .is_err()
         {
-            conn.cut_unserved(shared);
+            conn.cut_unserved(shared, http::StatusCode::SERVICE_UNAVAILABLE);
             break;
         }
         shared.stats.active.fetch_add(1, SeqCst);

@@ -33,8 +33,10 @@ pub struct Stats {
     /// Requests ready and waiting for a worker (pool).
     pub queued_requests: usize,
     /// Requests answered whole since start: the gateway's response, or the server's `500`
-    /// in place of one that failed before any of it was sent. Every request read is
-    /// counted once, here, in `rejected_requests` or in `aborted_requests`.
+    /// in place of one that failed before any of it was sent; whole once the socket has
+    /// taken all of it. Every request whose head the server parsed is counted once, here,
+    /// in `rejected_requests` or in `aborted_requests` (pipelined requests left unread
+    /// behind a closing answer are not).
     pub requests_served: u64,
     /// Connections refused with `503`, since start: the dev server's at its connection cap
     /// or when no thread could be started (the pool leaves connections over its cap waiting
@@ -57,10 +59,10 @@ pub(crate) struct Counters {
     pub(crate) active: AtomicUsize,
     pub(crate) workers: AtomicUsize,
     pub(crate) queued: AtomicUsize,
-    served: AtomicU64,
+    pub(crate) served: AtomicU64,
     rejected_connections: AtomicU64,
-    rejected_requests: AtomicU64,
-    aborted_requests: AtomicU64,
+    pub(crate) rejected_requests: AtomicU64,
+    pub(crate) aborted_requests: AtomicU64,
     stuck: AtomicU64,
 }
 

@@ -43,11 +43,15 @@ pub(crate) trait Transport: Send {
 pub(crate) fn write_all_wait<T: Transport + ?Sized>(
     io: &mut T,
     mut bufs: &mut [IoSlice<'_>],
+    written: &mut usize,
 ) -> io::Result<()> {
     while !bufs.is_empty() {
         match io.write_wait(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Ok(n) => {
+                *written += n;
+                IoSlice::advance_slices(&mut bufs, n)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -378,7 +382,7 @@ mod tests {
         });
         let body = vec![b'x'; total];
         let mut bufs = [IoSlice::new(&body)];
-        let written = write_all_wait(&mut socket, &mut bufs);
+        let written = write_all_wait(&mut socket, &mut bufs, &mut 0);
         drop(socket);
         assert!(written.is_ok(), "{written:?}");
         assert_eq!(reader.join().unwrap(), total);
@@ -391,7 +395,7 @@ mod tests {
         let body = vec![b'x'; 32 << 20];
         let mut bufs = [IoSlice::new(&body)];
         let started = Instant::now();
-        let written = write_all_wait(&mut socket, &mut bufs);
+        let written = write_all_wait(&mut socket, &mut bufs, &mut 0);
         let took = started.elapsed();
         assert_eq!(written.unwrap_err().kind(), io::ErrorKind::TimedOut);
         // One timeout, give or take scheduling; the send timeout alone took about three,

@@ -17,6 +17,10 @@ on_every_backend!(
     a_rejected_request_with_a_readable_request_line_is_logged_with_it,
     an_answer_cut_short_is_logged_aborted_with_the_bytes_that_went_out,
     answers_held_back_for_a_pipelined_request_that_never_left_are_logged_aborted,
+    a_held_answer_taken_whole_is_served_though_the_next_answer_is_cut,
+    a_bodiless_answer_that_cannot_be_sent_logs_no_body_bytes,
+    a_panic_past_the_gateway_still_tells_the_request_once,
+    a_large_whole_body_cut_midway_logs_what_went_out,
 );
 
 /// The access line of the request to `target`, once there is exactly one.
@@ -337,4 +341,130 @@ fn answers_held_back_for_a_pipelined_request_that_never_left_are_logged_aborted(
             "{line}"
         );
     }
+}
+
+fn total(stats: &sgi::Stats) -> u64 {
+    stats.requests_served + stats.rejected_requests + stats.aborted_requests
+}
+
+fn bytes_of(line: &str) -> u64 {
+    let after = line.split("bytes=").nth(1).expect("a bytes field");
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+fn a_held_answer_taken_whole_is_served_though_the_next_answer_is_cut(backend: Backend) {
+    access_log();
+    let tag = format!("/held-whole-{backend:?}");
+    let server = start(backend, config(), |req: Request<'_>| {
+        let size = if req.uri().path().ends_with("/big") {
+            16 << 20
+        } else {
+            100
+        };
+        sgi::Response::new(sgi::Body::from(vec![b'y'; size]))
+    });
+    let mut client = server.connect();
+    client.send(format!(
+        "GET {tag}/small HTTP/1.1\r\nHost: x\r\n\r\nGET {tag}/big HTTP/1.1\r\nHost: x\r\n\r\n"
+    ));
+    assert_eq!(client.response().body.len(), 100);
+    client.wait_for(b"yyyy", support::PATIENCE);
+    client.reset();
+    wait_until("both are counted", || total(&server.handle.stats()) == 2);
+    let small = line_for(&format!("{tag}/small"));
+    assert!(
+        !small.contains("aborted") && small.contains("bytes=100 "),
+        "{small}"
+    );
+    let big = line_for(&format!("{tag}/big"));
+    assert!(
+        big.contains("aborted=true") && bytes_of(&big) < 16 << 20,
+        "{big}"
+    );
+    let stats = server.handle.stats();
+    assert_eq!(
+        (stats.requests_served, stats.aborted_requests),
+        (1, 1),
+        "{stats:?}"
+    );
+}
+
+fn a_bodiless_answer_that_cannot_be_sent_logs_no_body_bytes(backend: Backend) {
+    access_log();
+    let gate = Gate::new();
+    let tag = format!("/bodiless-{backend:?}");
+    let server = start(backend, config(), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.method() == sgi::http::Method::HEAD {
+                gate.pass();
+            }
+            sgi::Response::new(sgi::Body::from(vec![b'y'; 20_000]))
+        }
+    });
+    let mut client = server.connect();
+    client.send(format!("GET {tag}/get HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(client.response().body.len(), 20_000);
+    client.send(format!("HEAD {tag}/head HTTP/1.1\r\nHost: x\r\n\r\n"));
+    gate.wait_for_waiting(1);
+    client.reset();
+    gate.open();
+    let head = line_for(&format!("{tag}/head"));
+    assert!(
+        head.contains("aborted=true") && head.contains("bytes=0 "),
+        "{head}"
+    );
+}
+
+fn a_panic_past_the_gateway_still_tells_the_request_once(backend: Backend) {
+    access_log();
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a response extension's drop panic the test asked for");
+        }
+    }
+    // An extension only needs to be `Clone`; this one panics when the response is dropped.
+    let server = start(backend, config(), |_req: Request<'_>| {
+        let mut res = sgi::Response::new(sgi::Body::from("ok"));
+        res.extensions_mut()
+            .insert(std::sync::Arc::new(PanicsOnDrop));
+        res
+    });
+    let mut client = server.connect();
+    client.send("GET /ext HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = client.try_response(false);
+    let peer = format!("peer={} ", client.local_addr());
+    wait_until("the request is told", || !lines_with(&peer).is_empty());
+    wait_until("and counted", || total(&server.handle.stats()) == 1);
+    assert_eq!(lines_with(&peer).len(), 1, "{:?}", lines_with(&peer));
+}
+
+fn a_large_whole_body_cut_midway_logs_what_went_out(backend: Backend) {
+    access_log();
+    let tag = format!("/cut-whole-{backend:?}");
+    let server = start(backend, config(), |_req: Request<'_>| {
+        sgi::Response::new(sgi::Body::from(vec![b'y'; 16 << 20]))
+    });
+    let client = server.connect();
+    let mut stream = client.try_clone_stream();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {tag} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < 1 << 20 {
+        got += std::io::Read::read(&mut stream, &mut buf).unwrap();
+    }
+    drop(stream);
+    client.reset();
+    let line = line_for(&tag);
+    assert!(line.contains("aborted=true"), "{line}");
+    // At least what the client read, less the head.
+    assert!(
+        bytes_of(&line) + 200 >= got as u64,
+        "the client read {got}: {line}"
+    );
 }

@@ -114,3 +114,38 @@ fn a_request_queued_at_the_shutdown_deadline_is_counted_once() {
     assert_eq!(stats.aborted_requests, 2, "{stats:?}");
     drop((blocked, queued));
 }
+
+/// Pool: at the shutdown deadline, an answer the event loop is still writing is cut, and
+/// its requests are counted before `serve` returns, not when an unrelated stuck gateway
+/// lets the loop go (never, if it never does).
+#[test]
+fn answers_written_behind_and_cut_at_the_deadline_are_counted_before_serve_returns() {
+    let gate = Gate::new();
+    let mut server = start(Backend::Pool, short_shutdown(), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            match req.uri().path() {
+                "/stuck" => gate.pass(),
+                "/big" => return Response::new(Body::from(vec![b'y'; 16 << 20])),
+                _ => {}
+            }
+            Response::new(Body::from("ok"))
+        }
+    });
+    let handle = server.handle.clone();
+    let mut stuck = server.connect();
+    stuck.send("GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n");
+    gate.wait_for_waiting(1);
+    let mut behind = server.connect();
+    behind.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    behind.wait_for(b"yyyy", support::PATIENCE);
+    wait_until("the loop writes the rest of /big", || {
+        let stats = handle.stats();
+        stats.busy_workers == 1 && stats.queued_requests == 0
+    });
+    handle.shutdown();
+    server.join().expect("serve returns Ok");
+    wait_until("/a and /big are counted", || total(&handle.stats()) == 2);
+    gate.open();
+    drop((stuck, behind));
+}

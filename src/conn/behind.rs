@@ -121,8 +121,9 @@ impl<T: Transport> Conn<T> {
             // Behind already: the order of the bytes is kept.
             let out = Bytes::from(std::mem::take(&mut self.out));
             self.unsent.push(out);
+            let out_end = self.unsent.pushed;
             self.unsent.push(body);
-            self.handed_over();
+            self.handed_over(Some(out_end));
             return Ok(());
         }
         if self.out.is_empty() && body.is_empty() {
@@ -154,33 +155,37 @@ impl<T: Transport> Conn<T> {
                 return Err(e);
             }
         };
+        let mut out_end = None;
         if written < self.out.len() {
             self.unsent
                 .push(Bytes::copy_from_slice(&self.out[written..]));
+            out_end = Some(self.unsent.pushed);
             self.unsent.push(body);
         } else if written < self.out.len() + body.len() {
             self.unsent.push(body.slice(written - self.out.len()..));
         }
+        self.body_sent += written.saturating_sub(self.out.len()) as u64;
         self.out.clear();
-        self.handed_over();
+        self.handed_over(out_end);
         Ok(())
     }
 
-    /// The output buffer went to the socket (or to the event loop to write): answers held
-    /// in it are told as served if nothing is left behind, or wait for the loop.
-    pub(crate) fn handed_over(&mut self) {
+    /// Whether answers held back in the output buffer wait to be told once it is out.
+    pub(crate) fn holds_answers(&self) -> bool {
+        self.unsent.pending.back().is_some_and(|p| p.end.is_none())
+    }
+
+    /// The output buffer went to the socket, whole (`None`), or up to `out_end` in the
+    /// bytes left to the event loop: answers held in it are told as served, or wait for
+    /// the loop to write that far.
+    pub(crate) fn handed_over(&mut self, out_end: Option<u64>) {
         let unsent = &mut self.unsent;
         if unsent.pending.is_empty() {
             return;
         }
-        let behind = !unsent.pieces.is_empty();
+        let end = out_end.unwrap_or(unsent.written);
         for pending in unsent.pending.iter_mut().filter(|p| p.end.is_none()) {
-            // Its bytes are at most all those left to the loop so far.
-            pending.end = Some(if behind {
-                unsent.pushed
-            } else {
-                unsent.written
-            });
+            pending.end = Some(end);
         }
         unsent.settle();
     }

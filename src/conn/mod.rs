@@ -96,6 +96,9 @@ pub(crate) struct Conn<T: Transport> {
     /// Body bytes of the response being sent that went to the socket so far (or to the
     /// event loop to write): what the access line of one cut short tells.
     body_sent: u64,
+    /// The outcome of the request being served has been told (stats, access line), so a
+    /// panic past that point does not tell it again.
+    told: bool,
     /// Whether the end of a response the client is slow to take may be left to the event
     /// loop (pool connections).
     pub(crate) write_behind: bool,
@@ -121,6 +124,7 @@ impl<T: Transport> Conn<T> {
             head_started: None,
             writes: 0,
             body_sent: 0,
+            told: false,
             write_behind: false,
             unsent: behind::Unsent::default(),
             after_unsent: Next::Close,
@@ -325,7 +329,8 @@ impl<T: Transport> Conn<T> {
     }
 
     /// Counts a request the server rejects itself, and logs its access line.
-    fn rejected(&self, shared: &Shared, status: StatusCode) {
+    fn rejected(&mut self, shared: &Shared, status: StatusCode) {
+        self.told = true;
         let log = shared.config.access_log;
         let record = access::Record {
             peer: self.peer,
@@ -339,17 +344,18 @@ impl<T: Transport> Conn<T> {
         record.finish(&shared.stats, log, Outcome::Rejected);
     }
 
-    /// Counts and logs a request whose head was read but that the server will not serve:
-    /// its connection is cut by a shutdown (past the deadline, or closed as idle just as
-    /// the request came). Logged with the `503` it would have been given, as aborted.
-    pub(crate) fn cut_unserved(&self, shared: &Shared) {
+    /// Counts and logs, as aborted, a request whose head was read but that no answer
+    /// reached: its connection cut by a shutdown (past the deadline, or closed as idle just
+    /// as the request came; logged with the `503` it would have been given), or its client
+    /// gone while the event loop waited for its body (logged `499`, as nginx does).
+    pub(crate) fn cut_unserved(&self, shared: &Shared, status: StatusCode) {
         let log = shared.config.access_log;
         let record = access::Record {
             peer: self.peer,
             request: log
                 .then(|| self.request_line(&shared.config.limits))
                 .flatten(),
-            status: StatusCode::SERVICE_UNAVAILABLE,
+            status,
             bytes: 0,
             started: self.head_started.unwrap_or_else(Instant::now),
         };
@@ -396,6 +402,19 @@ impl<T: Transport> Conn<T> {
         match catch_unwind(AssertUnwindSafe(|| self.serve_request(ctx))) {
             Ok(next) => next,
             Err(payload) => {
+                if !self.told {
+                    // Past the gateway's own catch (a response's `Drop`, say): the request
+                    // ends here, cut, and is told once.
+                    let record = access::Record {
+                        peer: self.peer,
+                        request: None,
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                        bytes: self.body_sent,
+                        started: self.head_started.unwrap_or_else(Instant::now),
+                    };
+                    let shared = ctx.shared;
+                    record.finish(&shared.stats, shared.config.access_log, Outcome::Aborted);
+                }
                 let panic = panics::message(&*payload);
                 tracing::error!(peer = %Peer(self.peer), panic, "serving a request panicked; closing");
                 panics::caught(payload);
@@ -407,6 +426,7 @@ impl<T: Transport> Conn<T> {
     fn serve_request<G: Gateway>(&mut self, ctx: &Ctx<'_, G>) -> Next {
         let shared = ctx.shared;
         let config = &shared.config;
+        self.told = false;
         // Left in place for the access line of a rejection, taken once the head is good.
         let started = *self.head_started.get_or_insert_with(Instant::now);
         self.scanned = 0;
@@ -523,6 +543,7 @@ impl<T: Transport> Conn<T> {
                         started,
                     };
                     record.finish(&shared.stats, config.access_log, Outcome::Aborted);
+                    reader.conn.told = true;
                     return Next::Close;
                 }
             },
@@ -593,6 +614,7 @@ impl<T: Transport> Conn<T> {
         } else {
             record.finish(&shared.stats, config.access_log, outcome);
         }
+        self.told = true;
         if lost {
             return Next::Close;
         }

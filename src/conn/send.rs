@@ -52,6 +52,7 @@ impl<T: Transport> Conn<T> {
         keep_alive: bool,
         clock: Option<&Busy>,
     ) -> Sent {
+        self.body_sent = 0;
         let (mut parts, mut body) = response.into_parts();
         // An interim status cannot end an exchange, and codes past 599 are not HTTP's
         // (RFC 9110 §15; the `http` crate takes up to 999).
@@ -201,7 +202,6 @@ impl<T: Transport> Conn<T> {
             _ => None,
         };
         let chunked = framing == BodyFraming::Chunked;
-        self.body_sent = 0;
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;
@@ -360,8 +360,16 @@ impl<T: Transport> Conn<T> {
 
     /// Writes the output buffer, then `piece` and `tail`, in one `writev` when the socket
     /// takes it all, waiting for the client up to the write timeout.
+    ///
+    /// `piece` is body bytes: those the socket took count in `body_sent`, also when the
+    /// write then fails. Answers held back in the output buffer go out first on their own
+    /// when a piece follows, so that they are told as sent even if the piece's write fails.
     pub(crate) fn write_out_wait(&mut self, piece: &[u8], tail: &[u8]) -> io::Result<()> {
+        if !piece.is_empty() && !self.out.is_empty() && self.holds_answers() {
+            self.write_out_wait(b"", b"")?;
+        }
         self.writes += 1;
+        let mut written = 0;
         let result = write_all_wait(
             &mut self.io,
             &mut [
@@ -369,10 +377,13 @@ impl<T: Transport> Conn<T> {
                 IoSlice::new(piece),
                 IoSlice::new(tail),
             ],
+            &mut written,
         );
+        let of_piece = written.saturating_sub(self.out.len()).min(piece.len());
+        self.body_sent += of_piece as u64;
         self.out.clear();
         if result.is_ok() {
-            self.handed_over();
+            self.handed_over(None);
         }
         result
     }

@@ -40,6 +40,12 @@ pub(crate) const WAKE: Token = Token(usize::MAX - 2);
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// Recycled read buffers kept for connections that wake up.
 const SPARE_BUFFERS: usize = 1024;
+/// The status an access line gives a request whose client left before any answer was
+/// chosen (nginx's "client closed request").
+const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 /// Idle connections picked at each tick while at the connection cap, to be closed one by
 /// one to make room for newcomers waiting in the backlog.
 const EVICTABLE: usize = 64;
@@ -476,7 +482,13 @@ impl Loop {
                 }
                 _ => self.park(token, conn),
             },
-            Err(_) => self.close(token, conn, false),
+            Err(_) => {
+                // A client gone while its small body was awaited here: no answer reaches it.
+                if conn.awaiting_body() {
+                    conn.cut_unserved(&self.shared, CLIENT_GONE);
+                }
+                self.close(token, conn, false)
+            }
         }
     }
 
@@ -784,12 +796,16 @@ impl Loop {
                 connections = self.open,
                 "shutdown deadline passed; closing connections still being served"
             );
-            for slot in &self.slots {
+            for slot in &mut self.slots {
                 if let Slot::Live { stream, conn, .. } = slot {
                     crate::transport::abort(stream);
-                    // A request whose body was still arriving ends here, unserved.
-                    if let Some(conn) = conn.as_ref().filter(|c| c.awaiting_body()) {
-                        conn.cut_unserved(&self.shared);
+                    // Dropped now, not when the last stuck worker lets the loop go, so what
+                    // they held is told before `serve` returns: a request whose body was
+                    // still arriving, answers still being written (aborted in their drop).
+                    if let Some(conn) = conn.take() {
+                        if conn.awaiting_body() {
+                            conn.cut_unserved(&self.shared, StatusCode::SERVICE_UNAVAILABLE);
+                        }
                     }
                 }
             }
@@ -797,7 +813,8 @@ impl Loop {
             // (their sockets are cut already), each counted as cut.
             let mut dropped = 0;
             for job in self.ready.drain(..).chain(self.jobs.discard()) {
-                job.conn.cut_unserved(&self.shared);
+                job.conn
+                    .cut_unserved(&self.shared, StatusCode::SERVICE_UNAVAILABLE);
                 dropped += 1;
             }
             self.shared.stats.queued.fetch_sub(dropped, Relaxed);
@@ -847,6 +864,38 @@ mod tests {
             .collect();
         assert_eq!(live.len(), 1);
         live[0]
+    }
+
+    #[test]
+    fn a_client_reset_while_its_small_body_is_awaited_is_counted_aborted() {
+        use std::io::Write;
+        let (mut lp, addr) = lonely_loop();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde")
+            .unwrap();
+        accept(&mut lp, 1);
+        let token = token_of_the_only_connection(&lp);
+        let awaiting = |lp: &Loop| matches!(&lp.slots[token], Slot::Live { conn: Some(c), .. } if c.awaiting_body());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !awaiting(&lp) {
+            assert!(Instant::now() < deadline, "the loop never read the head");
+            lp.turn(false);
+        }
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        while lp.open > 0 {
+            assert!(Instant::now() < deadline, "the loop never saw the reset");
+            lp.turn(false);
+        }
+        let stats = &lp.shared.stats;
+        assert_eq!(stats.aborted_requests.load(Relaxed), 1);
+        assert_eq!(
+            stats.served.load(Relaxed) + stats.rejected_requests.load(Relaxed),
+            0
+        );
     }
 
     #[test]
