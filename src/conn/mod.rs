@@ -331,17 +331,7 @@ impl<T: Transport> Conn<T> {
     /// Counts a request the server rejects itself, and logs its access line.
     fn rejected(&mut self, shared: &Shared, status: StatusCode) {
         self.told = true;
-        let log = shared.config.access_log;
-        let record = access::Record {
-            peer: self.peer,
-            request: log
-                .then(|| self.request_line(&shared.config.limits))
-                .flatten(),
-            status,
-            bytes: 0,
-            started: self.head_started.unwrap_or_else(Instant::now),
-        };
-        record.finish(&shared.stats, log, Outcome::Rejected);
+        self.tell_unanswered(shared, status, Outcome::Rejected);
     }
 
     /// Counts and logs, as aborted, a request whose head was read but that no answer
@@ -349,6 +339,11 @@ impl<T: Transport> Conn<T> {
     /// as the request came; logged with the `503` it would have been given), or its client
     /// gone while the event loop waited for its body (logged `499`, as nginx does).
     pub(crate) fn cut_unserved(&self, shared: &Shared, status: StatusCode) {
+        self.tell_unanswered(shared, status, Outcome::Aborted);
+    }
+
+    /// Tells the outcome of a request no gateway answered, named by its request line.
+    fn tell_unanswered(&self, shared: &Shared, status: StatusCode, outcome: Outcome) {
         let log = shared.config.access_log;
         let record = access::Record {
             peer: self.peer,
@@ -359,7 +354,7 @@ impl<T: Transport> Conn<T> {
             bytes: 0,
             started: self.head_started.unwrap_or_else(Instant::now),
         };
-        record.finish(&shared.stats, log, Outcome::Aborted);
+        record.finish(&shared.stats, log, outcome);
     }
 
     /// The method and target of the buffered request line, for the access line of a

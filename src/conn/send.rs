@@ -392,25 +392,27 @@ impl<T: Transport> Conn<T> {
 /// Drops a body that is not sent where a panic in its `Drop` (the gateway's code) cannot
 /// take the response that replaces or goes without it.
 fn drop_unsent(body: crate::Body) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
-        let panic = super::panics::message(&*payload);
-        tracing::error!(
-            panic,
-            "a response body that was not sent panicked when dropped"
-        );
-        super::panics::caught(payload);
-    }
+    drop_catching(
+        body,
+        "a response body that was not sent panicked when dropped",
+    );
 }
 
 /// Drops a streamed body's source once it is all sent: a panic in its `Drop` is the
 /// gateway's bug, but the answer is whole, so it is logged and the connection goes on.
 fn drop_sent<T>(source: T) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(source))) {
+    drop_catching(
+        source,
+        "a response body panicked when dropped after it was sent whole",
+    );
+}
+
+/// Drops `value` (the gateway's), logging a panic in its `Drop` as `what` and keeping it
+/// for a test client, never letting it unwind the thread that serves.
+fn drop_catching<T>(value: T, what: &'static str) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
         let panic = super::panics::message(&*payload);
-        tracing::error!(
-            panic,
-            "a response body panicked when dropped after it was sent whole"
-        );
+        tracing::error!(panic, "{what}");
         super::panics::caught(payload);
     }
 }

@@ -60,11 +60,36 @@ pub fn config() -> Config {
     })
 }
 
-/// Starts `gateway` on `backend`, bound to a free port of 127.0.0.1.
+/// Starts `gateway` on `backend`, bound to a free port of 127.0.0.1 (`bind_with`).
 pub fn start<G: Gateway>(backend: Backend, config: Config, gateway: G) -> Running {
+    start_with(backend, None, config, gateway)
+}
+
+/// Starts `gateway` on `backend`, serving on `listener` (bound and listening already:
+/// `from_listener`).
+pub fn start_on<G: Gateway>(
+    backend: Backend,
+    listener: std::net::TcpListener,
+    config: Config,
+    gateway: G,
+) -> Running {
+    start_with(backend, Some(listener), config, gateway)
+}
+
+fn start_with<G: Gateway>(
+    backend: Backend,
+    listener: Option<std::net::TcpListener>,
+    config: Config,
+    gateway: G,
+) -> Running {
+    const FREE_PORT: &str = "127.0.0.1:0";
     let (addr, handle, serving) = match backend {
         Backend::Dev => {
-            let server = DevServer::bind_with("127.0.0.1:0", config).expect("bind");
+            let server = match listener {
+                Some(listener) => DevServer::from_listener(listener, config),
+                None => DevServer::bind_with(FREE_PORT, config),
+            };
+            let server = server.expect("bind");
             (
                 server.local_addr(),
                 server.handle(),
@@ -77,39 +102,11 @@ pub fn start<G: Gateway>(backend: Backend, config: Config, gateway: G) -> Runnin
                 Some(_) => config,
                 None => config.workers(4),
             };
-            let server = PoolServer::bind_with("127.0.0.1:0", config).expect("bind");
-            (
-                server.local_addr(),
-                server.handle(),
-                spawn(|| server.serve(gateway)),
-            )
-        }
-    };
-    Running {
-        addr,
-        handle,
-        serving: Some(serving),
-    }
-}
-
-/// Starts `gateway` on `backend`, serving on `listener` (bound and listening already).
-pub fn start_on<G: Gateway>(
-    backend: Backend,
-    listener: std::net::TcpListener,
-    config: Config,
-    gateway: G,
-) -> Running {
-    let (addr, handle, serving) = match backend {
-        Backend::Dev => {
-            let server = DevServer::from_listener(listener, config).expect("adopt");
-            (
-                server.local_addr(),
-                server.handle(),
-                spawn(|| server.serve(gateway)),
-            )
-        }
-        Backend::Pool => {
-            let server = PoolServer::from_listener(listener, config.workers(2)).expect("adopt");
+            let server = match listener {
+                Some(listener) => PoolServer::from_listener(listener, config),
+                None => PoolServer::bind_with(FREE_PORT, config),
+            };
+            let server = server.expect("bind");
             (
                 server.local_addr(),
                 server.handle(),
