@@ -20,8 +20,24 @@ on_every_backend!(
     a_held_answer_taken_whole_is_served_though_the_next_answer_is_cut,
     a_bodiless_answer_that_cannot_be_sent_logs_no_body_bytes,
     a_panic_past_the_gateway_still_tells_the_request_once,
+    an_extension_panicking_when_dropped_leaves_a_whole_answer_served,
     a_large_whole_body_cut_midway_logs_what_went_out,
 );
+
+/// Where the log stands now: lines for a client address are looked for after it, since a
+/// client port can be reused by a later test in the same run.
+fn log_mark() -> usize {
+    access_log().text().len()
+}
+
+/// The logged lines after `mark` that mention `needle`.
+fn lines_since(mark: usize, needle: &str) -> Vec<String> {
+    access_log().text()[mark..]
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
 
 /// The access line of the request to `target`, once there is exactly one.
 fn line_for(target: &str) -> String {
@@ -98,14 +114,15 @@ fn a_rejected_request_with_a_readable_request_line_is_logged_with_it(backend: Ba
         "{line}"
     );
     // A request line that does not parse is logged as `-`.
+    let mark = log_mark();
     let mut bad = server.connect();
     bad.send("GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(bad.response().status, 400);
     let peer = format!("peer={} ", bad.local_addr());
     wait_until("the malformed request is logged", || {
-        !lines_with(&peer).is_empty()
+        !lines_since(mark, &peer).is_empty()
     });
-    let line = &lines_with(&peer)[0];
+    let line = &lines_since(mark, &peer)[0];
     assert!(line.contains("method=- target=- "), "{line}");
 }
 
@@ -203,13 +220,16 @@ fn access_log_has_a_line_for_each_request_the_server_rejects(backend: Backend) {
     access_log();
     let server = start(backend, config(), target);
     // No `Host`: rejected before any gateway sees it.
+    let mark = log_mark();
     let mut client = server.connect();
     client.send("GET /no-host HTTP/1.1\r\n\r\n");
     assert_eq!(client.response().status, 400);
     // The access line names the client by its plain address, as for requests served.
     let peer = format!("peer={} ", client.local_addr());
-    wait_until("the rejection is logged", || !lines_with(&peer).is_empty());
-    let line = &lines_with(&peer)[0];
+    wait_until("the rejection is logged", || {
+        !lines_since(mark, &peer).is_empty()
+    });
+    let line = &lines_since(mark, &peer)[0];
     assert!(line.contains("status=400"), "{line}");
     assert!(line.contains("rejected=true"), "{line}");
     // A request that is served is logged with the same plain address.
@@ -218,7 +238,9 @@ fn access_log_has_a_line_for_each_request_the_server_rejects(backend: Backend) {
     assert_eq!(served.response().status, 200);
     let peer = format!("peer={} ", served.local_addr());
     wait_until("the served request is logged", || {
-        lines_with(&peer).iter().any(|l| l.contains("status=200"))
+        lines_since(mark, &peer)
+            .iter()
+            .any(|l| l.contains("status=200"))
     });
 }
 
@@ -236,12 +258,15 @@ fn access_log_has_a_line_for_each_503_the_dev_server_sheds() {
     let mut held = server.connect();
     held.send("GET /held HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     gate.wait_for_waiting(1);
+    let mark = log_mark();
     let mut over = server.connect();
     over.send("GET /over HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(over.response().status, 503);
     let peer = format!("peer={} ", over.local_addr());
     wait_until("the 503 is logged", || {
-        lines_with(&peer).iter().any(|l| l.contains("status=503"))
+        lines_since(mark, &peer)
+            .iter()
+            .any(|l| l.contains("status=503"))
     });
     gate.open();
     assert_eq!(held.response().text(), "/held");
@@ -432,12 +457,48 @@ fn a_panic_past_the_gateway_still_tells_the_request_once(backend: Backend) {
         res
     });
     let mut client = server.connect();
-    client.send("GET /ext HTTP/1.1\r\nHost: x\r\n\r\n");
+    let target = format!("/ext-{backend:?}");
+    client.send(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
     let _ = client.try_response(false);
-    let peer = format!("peer={} ", client.local_addr());
-    wait_until("the request is told", || !lines_with(&peer).is_empty());
+    line_for(&target);
     wait_until("and counted", || total(&server.handle.stats()) == 1);
-    assert_eq!(lines_with(&peer).len(), 1, "{:?}", lines_with(&peer));
+}
+
+fn an_extension_panicking_when_dropped_leaves_a_whole_answer_served(backend: Backend) {
+    access_log();
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("an extension's drop panic the test asked for");
+        }
+    }
+    let tag = format!("/ext-drop-{backend:?}");
+    let server = start(backend, config(), |req: Request<'_>| {
+        let mut res = sgi::Response::new(sgi::Body::from("ok"));
+        if req.uri().path().ends_with("/panics") {
+            res.extensions_mut()
+                .insert(std::sync::Arc::new(PanicsOnDrop));
+        }
+        res
+    });
+    // Alone, and behind a held answer in one pipelined batch: both go out whole.
+    let mut client = server.connect();
+    client.send(format!(
+        "GET {tag}/panics HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET {tag}/a HTTP/1.1\r\nHost: x\r\n\r\nGET {tag}/panics2/panics HTTP/1.1\r\nHost: x\r\n\r\n"
+    ));
+    for _ in 0..3 {
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
+    }
+    for path in ["panics", "a", "panics2/panics"] {
+        let line = line_for(&format!("{tag}/{path}"));
+        assert!(
+            !line.contains("aborted") && line.contains("status=200"),
+            "{line}"
+        );
+    }
+    assert_eq!(server.handle.stats().requests_served, 3);
 }
 
 fn a_large_whole_body_cut_midway_logs_what_went_out(backend: Backend) {

@@ -13,6 +13,7 @@ use support::{config, start, wait_until, Backend, Gate};
 on_every_backend!(
     a_request_whose_body_is_arriving_at_the_shutdown_deadline_is_counted_once,
     a_held_pipelined_answer_that_never_left_is_counted_aborted,
+    a_request_pipelined_behind_an_answer_cut_at_the_deadline_is_counted,
 );
 
 fn total(stats: &Stats) -> u64 {
@@ -148,4 +149,24 @@ fn answers_written_behind_and_cut_at_the_deadline_are_counted_before_serve_retur
     wait_until("/a and /big are counted", || total(&handle.stats()) == 2);
     gate.open();
     drop((stuck, behind));
+}
+
+fn a_request_pipelined_behind_an_answer_cut_at_the_deadline_is_counted(backend: Backend) {
+    let mut server = start(backend, short_shutdown(), |req: Request<'_>| {
+        match req.uri().path() {
+            "/big" => Response::new(Body::from(vec![b'y'; 32 << 20])),
+            _ => Response::new(Body::from("ok")),
+        }
+    });
+    let handle = server.handle.clone();
+    let mut client = server.connect();
+    // The client reads nothing past the first bytes: /big is cut at the deadline, and /b,
+    // read whole behind it, is never served.
+    client.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    client.wait_for(b"HTTP/1.1 200 OK\r\n", support::PATIENCE);
+    handle.shutdown();
+    server.join().expect("serve returns Ok");
+    wait_until("both requests are counted", || total(&handle.stats()) == 2);
+    assert_eq!(handle.stats().aborted_requests, 2, "{:?}", handle.stats());
+    drop(client);
 }

@@ -567,8 +567,9 @@ fn wait_until_written_behind(pool: &Running, client: &mut RawClient) {
         let stats = pool.handle.stats();
         stats.busy_workers == 0 && stats.queued_requests == 0
     });
-    let stats = pool.handle.stats();
-    assert_eq!((stats.requests_served, stats.aborted_requests), (0, 0));
+    // Not served yet: that waits for the client to take it all. (With a short write
+    // timeout it may already be aborted by now.)
+    assert_eq!(pool.handle.stats().requests_served, 0);
 }
 
 #[test]

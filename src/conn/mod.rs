@@ -263,6 +263,12 @@ impl<T: Transport> Conn<T> {
         self.head_started.is_none() && self.buf.is_empty() && !self.has_unsent()
     }
 
+    /// Whether a request whose head is in waits to be served (its small body arriving, or
+    /// pipelined behind the answer going out): one a closing connection cuts, unserved.
+    pub(crate) fn holds_unserved_request(&mut self, shared: &Shared) -> bool {
+        self.awaiting_body() || (self.head(shared) == Head::Ready && self.head_len.is_some())
+    }
+
     /// Whether the loop holds a parsed head while its body arrives.
     pub(crate) fn awaiting_body(&self) -> bool {
         self.parsed.is_some()
@@ -525,15 +531,18 @@ impl<T: Transport> Conn<T> {
             Some(error) => match error.status() {
                 Some(status) => {
                     outcome = Outcome::Rejected;
+                    send::drop_replaced(response);
                     (error_response(status), true)
                 }
                 None => {
                     // The client is gone mid-body; answers to requests before it still go.
+                    let status = response.status();
+                    send::drop_replaced(response);
                     let _ = reader.conn.flush();
                     let record = access::Record {
                         peer: reader.conn.peer,
                         request: config.access_log.then_some(requested),
-                        status: response.status(),
+                        status,
                         bytes: 0,
                         started,
                     };
@@ -551,6 +560,7 @@ impl<T: Transport> Conn<T> {
                 status = response.status().as_u16(),
                 "gateway accepted a CONNECT, but sgi cannot open a tunnel; answering 501"
             );
+            send::drop_replaced(response);
             (error_response(StatusCode::NOT_IMPLEMENTED), true)
         } else {
             (response, close)
@@ -601,6 +611,10 @@ impl<T: Transport> Conn<T> {
         if lost {
             // What was left in the output buffer never went out.
             record.bytes = self.body_sent;
+        }
+        if outcome == Outcome::Aborted && self.holds_unserved_request(shared) {
+            // The connection ends here: a request pipelined behind, read whole, is cut too.
+            self.cut_unserved(shared, StatusCode::SERVICE_UNAVAILABLE);
         }
         if outcome == Outcome::Served && (!self.out.is_empty() || self.has_unsent()) {
             // Held back for the next answer, or its end waits for the event loop: told

@@ -69,7 +69,8 @@ impl<T: Transport> Conn<T> {
             let (fixed, replacement) =
                 error_response(StatusCode::INTERNAL_SERVER_ERROR).into_parts();
             drop_unsent(std::mem::replace(&mut body, replacement));
-            parts = fixed;
+            let unsent = std::mem::replace(&mut parts, fixed);
+            drop_catching(unsent, "a response's parts panicked when dropped");
         }
         warn_on_server_owned_fields(&parts.headers);
         let method = if is_head {
@@ -104,6 +105,11 @@ impl<T: Transport> Conn<T> {
         let head_at = self.out.len();
         let dropped =
             write_response_head(&mut self.out, parts.status, &parts.headers, &plan, version);
+        // The gateway's extensions may run its code when dropped: never past this answer.
+        if !parts.extensions.is_empty() {
+            let extensions = std::mem::take(&mut parts.extensions);
+            drop_catching(extensions, "a response's extensions panicked when dropped");
+        }
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -404,6 +410,15 @@ fn drop_sent<T>(source: T) {
     drop_catching(
         source,
         "a response body panicked when dropped after it was sent whole",
+    );
+}
+
+/// Drops a gateway's response that the server answers in place of (a body error, a
+/// `CONNECT` it cannot tunnel): its body and extensions are the gateway's code.
+pub(super) fn drop_replaced(response: Response) {
+    drop_catching(
+        response,
+        "a response the server replaced panicked when dropped",
     );
 }
 

@@ -802,8 +802,8 @@ impl Loop {
                     // Dropped now, not when the last stuck worker lets the loop go, so what
                     // they held is told before `serve` returns: a request whose body was
                     // still arriving, answers still being written (aborted in their drop).
-                    if let Some(conn) = conn.take() {
-                        if conn.awaiting_body() {
+                    if let Some(mut conn) = conn.take() {
+                        if conn.holds_unserved_request(&self.shared) {
                             conn.cut_unserved(&self.shared, StatusCode::SERVICE_UNAVAILABLE);
                         }
                     }
