@@ -39,6 +39,15 @@ fn lines_since(mark: usize, needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// The first line logged after `mark` for the client at `addr`, once there is one.
+fn first_line_of(mark: usize, addr: std::net::SocketAddr) -> String {
+    let peer = format!("peer={addr} ");
+    wait_until(&format!("a line for {addr}"), || {
+        !lines_since(mark, &peer).is_empty()
+    });
+    lines_since(mark, &peer).remove(0)
+}
+
 /// The access line of the request to `target`, once there is exactly one.
 fn line_for(target: &str) -> String {
     let needle = format!("target={target} ");
@@ -118,11 +127,7 @@ fn a_rejected_request_with_a_readable_request_line_is_logged_with_it(backend: Ba
     let mut bad = server.connect();
     bad.send("GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(bad.response().status, 400);
-    let peer = format!("peer={} ", bad.local_addr());
-    wait_until("the malformed request is logged", || {
-        !lines_since(mark, &peer).is_empty()
-    });
-    let line = &lines_since(mark, &peer)[0];
+    let line = first_line_of(mark, bad.local_addr());
     assert!(line.contains("method=- target=- "), "{line}");
 }
 
@@ -225,11 +230,7 @@ fn access_log_has_a_line_for_each_request_the_server_rejects(backend: Backend) {
     client.send("GET /no-host HTTP/1.1\r\n\r\n");
     assert_eq!(client.response().status, 400);
     // The access line names the client by its plain address, as for requests served.
-    let peer = format!("peer={} ", client.local_addr());
-    wait_until("the rejection is logged", || {
-        !lines_since(mark, &peer).is_empty()
-    });
-    let line = &lines_since(mark, &peer)[0];
+    let line = first_line_of(mark, client.local_addr());
     assert!(line.contains("status=400"), "{line}");
     assert!(line.contains("rejected=true"), "{line}");
     // A request that is served is logged with the same plain address.
