@@ -20,7 +20,8 @@ use std::time::Instant;
 use http::{Response as HttpResponse, StatusCode, Version};
 
 use crate::http1::{
-    parse_head_exact, parse_request_head, scan_head, ChunkedDecoder, Framing, RequestHead, Step,
+    parse_head_exact, parse_request_head, scan_head, ChunkedDecoder, Framing, HeadScan,
+    RequestHead, Step,
 };
 use crate::server::Shared;
 use crate::transport::Transport;
@@ -75,10 +76,9 @@ pub(crate) struct Conn<T: Transport> {
     pub(crate) io: T,
     pub(crate) buf: ReadBuf,
     pub(crate) out: Vec<u8>,
-    scanned: usize,
-    /// Whether a line of the head scanned so far may be a framing field (see
-    /// [`scan_head`]): without one, the head declares no body.
-    may_frame: bool,
+    /// How far the head at the front of `buf` has been scanned, and whether a line of it
+    /// may be a framing field (without one, the head declares no body).
+    scan: HeadScan,
     /// The length of the complete head at the front of `buf`, once found.
     head_len: Option<usize>,
     /// That head, parsed by the event loop while it waits for a small body (boxed: most
@@ -116,8 +116,7 @@ impl<T: Transport> Conn<T> {
             io,
             buf: ReadBuf::default(),
             out: Vec::new(),
-            scanned: 0,
-            may_frame: false,
+            scan: HeadScan::default(),
             head_len: None,
             parsed: None,
             body_scan: None,
@@ -145,18 +144,12 @@ impl<T: Transport> Conn<T> {
             return Head::Ready;
         }
         if self.buf.is_empty() {
-            self.scanned = 0;
-            self.may_frame = false;
+            self.scan = HeadScan::default();
             return Head::Empty;
         }
         self.head_started.get_or_insert_with(Instant::now);
         let limits = &shared.config.limits;
-        match scan_head(
-            self.buf.filled(),
-            &mut self.scanned,
-            limits,
-            &mut self.may_frame,
-        ) {
+        match scan_head(self.buf.filled(), &mut self.scan, limits) {
             Ok(None) => Head::Partial,
             Ok(Some(len)) => {
                 self.head_len = Some(len);
@@ -228,7 +221,9 @@ impl<T: Transport> Conn<T> {
         if limits.max_buffered_body == 0 {
             return false;
         }
-        if self.parsed.is_none() && !(self.may_frame && declares_body(&self.buf.filled()[..len])) {
+        if self.parsed.is_none()
+            && !(self.scan.may_frame && declares_body(&self.buf.filled()[..len]))
+        {
             return false; // the common GET: no parse in the loop, the worker does it
         }
         if self.parsed.is_none() {
@@ -430,8 +425,7 @@ impl<T: Transport> Conn<T> {
         self.told = false;
         // Left in place for the access line of a rejection, taken once the head is good.
         let started = *self.head_started.get_or_insert_with(Instant::now);
-        self.scanned = 0;
-        self.may_frame = false;
+        self.scan = HeadScan::default();
         let filled = self.buf.filled();
         self.body_scan = None;
         let parsed = match (self.parsed.take(), self.head_len.take()) {
@@ -606,10 +600,8 @@ impl<T: Transport> Conn<T> {
         let hold = pipelined && self.out.len() < MAX_HELD_OUTPUT;
         let lost = !hold && self.flush_or_leave().is_err();
         if lost {
-            outcome = Outcome::Aborted;
-        }
-        if lost {
             // What was left in the output buffer never went out.
+            outcome = Outcome::Aborted;
             record.bytes = self.body_sent;
         }
         if outcome == Outcome::Aborted && self.holds_unserved_request(shared) {
@@ -777,7 +769,7 @@ pub(crate) fn log_shed(shared: &Shared, peer: Option<SocketAddr>) {
 #[cfg(test)]
 mod tests {
     use super::declares_body;
-    use crate::http1::scan_head;
+    use crate::http1::{scan_head, HeadScan};
 
     #[test]
     fn a_head_declares_a_body_by_a_framing_field_at_a_line_start() {
@@ -812,23 +804,23 @@ mod tests {
         ];
         for head in heads {
             for split in 1..head.len() {
-                let (mut scanned, mut may_frame) = (0, false);
-                let first = scan_head(&head[..split], &mut scanned, &limits, &mut may_frame);
+                let mut scan = HeadScan::default();
+                let first = scan_head(&head[..split], &mut scan, &limits);
                 assert_eq!(first.unwrap(), None);
-                let found = scan_head(head, &mut scanned, &limits, &mut may_frame).unwrap();
+                let found = scan_head(head, &mut scan, &limits).unwrap();
                 assert_eq!(found, Some(head.len()));
                 if declares_body(head) {
                     assert!(
-                        may_frame,
+                        scan.may_frame,
                         "{:?} split at {split}",
                         String::from_utf8_lossy(head)
                     );
                 }
             }
-            let (mut scanned, mut may_frame) = (0, false);
-            scan_head(head, &mut scanned, &limits, &mut may_frame).unwrap();
+            let mut scan = HeadScan::default();
+            scan_head(head, &mut scan, &limits).unwrap();
             let starts_c_or_t = head.starts_with(b"GET / HTTP/1.1\r\nHost: x\r\nC");
-            assert_eq!(may_frame, declares_body(head) || starts_c_or_t);
+            assert_eq!(scan.may_frame, declares_body(head) || starts_c_or_t);
         }
     }
 }

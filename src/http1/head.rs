@@ -66,19 +66,35 @@ pub fn find_head_end(
     scanned: &mut usize,
     limits: &Limits,
 ) -> Result<Option<usize>, Error> {
-    scan_head(buf, scanned, limits, &mut false)
+    let mut scan = HeadScan {
+        scanned: *scanned,
+        may_frame: false,
+    };
+    let end = scan_head(buf, &mut scan, limits);
+    *scanned = scan.scanned;
+    end
 }
 
-/// [`find_head_end`], also setting `may_frame` once a line after the request line starts
-/// with `c` or `t` (either case): only then can the head hold a `Content-Length` or
-/// `Transfer-Encoding` field, so a head scanned without it declares no body. A
-/// byte's look per line, where a separate pass would cost a search per line again.
+/// How far a head has been scanned, and what the scan saw: the state [`scan_head`] resumes
+/// from, reset (to the default) for each new head.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct HeadScan {
+    /// Bytes searched for the head's end so far.
+    pub(crate) scanned: usize,
+    /// A line after the request line starts with `c` or `t` (either case): only then can
+    /// the head hold a `Content-Length` or `Transfer-Encoding` field, so a head scanned
+    /// without one declares no body.
+    pub(crate) may_frame: bool,
+}
+
+/// [`find_head_end`], also noting in `scan` whether a line may frame a body: a byte's look
+/// per line, where a separate pass would cost a search per line again.
 pub(crate) fn scan_head(
     buf: &[u8],
-    scanned: &mut usize,
+    scan: &mut HeadScan,
     limits: &Limits,
-    may_frame: &mut bool,
 ) -> Result<Option<usize>, Error> {
+    let HeadScan { scanned, may_frame } = scan;
     // Leading blank lines before a request line are ignored (RFC 9112 §2.2).
     let start = buf
         .iter()
