@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use http::StatusCode;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -552,52 +552,59 @@ impl Loop {
     }
 
     fn take_back_once(&mut self) {
-        loop {
-            let Done {
-                token,
-                mut conn,
-                next,
-            } = match self.done.try_recv() {
-                Ok(done) => done,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            };
-            if conn.has_unsent() {
-                // The client is slow to take its answer: the loop writes the rest as the
-                // socket makes room, and then goes on as the worker decided.
-                conn.after_unsent = next;
-                if let Slot::Live { readiness, .. } = &self.slots[token] {
-                    readiness.store(false, SeqCst);
-                }
-                if self.interest(token, &conn, Interest::READABLE | Interest::WRITABLE) {
-                    self.put_back(token, conn);
-                } else {
-                    self.close(token, conn, false);
-                }
-                continue;
+        while let Ok(done) = self.done.try_recv() {
+            self.returned(done);
+        }
+    }
+
+    /// A worker hands a connection back directly, holding the loop (nobody is polling):
+    /// no trip through the channel and no wake-up.
+    pub(crate) fn hand_back(&mut self, done: Done) {
+        self.returned(done);
+        self.fill_queue();
+    }
+
+    /// Goes on with a connection a worker is done with, as the worker decided.
+    fn returned(&mut self, done: Done) {
+        let Done {
+            token,
+            mut conn,
+            next,
+        } = done;
+        if conn.has_unsent() {
+            // The client is slow to take its answer: the loop writes the rest as the
+            // socket makes room, and then goes on as the worker decided.
+            conn.after_unsent = next;
+            if let Slot::Live { readiness, .. } = &self.slots[token] {
+                readiness.store(false, SeqCst);
             }
-            let readable = match &self.slots[token] {
-                Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
-                Slot::Vacant { .. } => false,
-            };
-            // Bytes the client sent that nobody will read: a plain close would answer them
-            // with a reset, which can destroy the end of the answer still in the socket's
-            // send buffer, so the connection lingers instead.
-            let unread = readable || conn.may_have_more();
-            match next {
-                Next::KeepAlive if self.shared.is_shutting_down() => {
-                    self.close(token, conn, unread)
-                }
-                Next::KeepAlive => {
-                    let maybe_more = readable || conn.may_have_more();
-                    self.park(token, conn);
-                    // Bytes may have arrived while a worker had the connection.
-                    if maybe_more {
-                        self.read(token, false);
-                    }
-                }
-                Next::Close => self.close(token, conn, unread),
-                Next::Linger => self.close(token, conn, true),
+            if self.interest(token, &conn, Interest::READABLE | Interest::WRITABLE) {
+                self.put_back(token, conn);
+            } else {
+                self.close(token, conn, false);
             }
+            return;
+        }
+        let readable = match &self.slots[token] {
+            Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
+            Slot::Vacant { .. } => false,
+        };
+        // Bytes the client sent that nobody will read: a plain close would answer them
+        // with a reset, which can destroy the end of the answer still in the socket's
+        // send buffer, so the connection lingers instead.
+        let unread = readable || conn.may_have_more();
+        match next {
+            Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, unread),
+            Next::KeepAlive => {
+                let maybe_more = readable || conn.may_have_more();
+                self.park(token, conn);
+                // Bytes may have arrived while a worker had the connection.
+                if maybe_more {
+                    self.read(token, false);
+                }
+            }
+            Next::Close => self.close(token, conn, unread),
+            Next::Linger => self.close(token, conn, true),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The queue of ready connections between the event loop and the workers.
 //!
-//! Jobs travel through a bounded crossbeam channel; idle workers sleep here, without
+//! Jobs travel through a bounded queue under a lock (held for a push or a pop only, and
+//! skipped when the queue is seen empty); idle workers sleep here, without
 //! spinning. With more than one CPU, a worker about to run a gateway wakes an idle one if
 //! nobody is at the loop, and a worker that takes a job with more behind it wakes the next,
 //! so neither queued work nor the loop waits behind a gateway that blocks (on one CPU the
@@ -15,11 +16,11 @@
 //!   of waking a third. A worker stops searching before it takes a job, so this never
 //!   leaves work behind a gateway that blocks.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::Thread;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use super::worker::Job;
@@ -53,8 +54,9 @@ struct Idle {
 }
 
 pub(crate) struct JobQueue {
-    tx: Sender<Job>,
-    rx: Receiver<Job>,
+    queue: Mutex<VecDeque<Job>>,
+    /// `queue.len()`, read without the lock.
+    len: AtomicUsize,
     idle: Mutex<Idle>,
     /// `idle.stack.len()`, read without the lock to skip it when nobody sleeps.
     sleepers: AtomicUsize,
@@ -72,10 +74,9 @@ pub(crate) struct JobQueue {
 
 impl JobQueue {
     pub(crate) fn new(capacity: usize, loop_waker: Arc<mio::Waker>, eager: bool) -> JobQueue {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
         JobQueue {
-            tx,
-            rx,
+            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            len: AtomicUsize::new(0),
             idle: Mutex::new(Idle::default()),
             sleepers: AtomicUsize::new(0),
             searching: AtomicUsize::new(0),
@@ -88,7 +89,7 @@ impl JobQueue {
 
     /// Whether the queue is at most half full.
     pub(crate) fn below_half(&self) -> bool {
-        self.rx.len() <= self.capacity / 2
+        self.len.load(SeqCst) <= self.capacity / 2
     }
 
     /// Says whether the loop has overflow waiting, so workers wake it at the low-water mark
@@ -101,9 +102,13 @@ impl JobQueue {
     /// Queues a job without waking anyone (see [`notify`](Self::notify)); gives it back
     /// when the queue is full.
     pub(crate) fn try_push(&self, job: Job) -> Result<(), Job> {
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-        })
+        let mut queue = self.queue.lock();
+        if queue.len() >= self.capacity {
+            return Err(job);
+        }
+        queue.push_back(job);
+        self.len.store(queue.len(), SeqCst);
+        Ok(())
     }
 
     /// Wakes the most recently idle worker, unless a woken one is already on its way.
@@ -128,14 +133,23 @@ impl JobQueue {
 
     /// Whether no job is queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len.load(SeqCst) == 0
     }
 
     /// Takes the next job, if any. With more than one CPU, a worker that takes one with
     /// more behind it wakes the next idle worker to share them.
     pub(crate) fn take(&self) -> Option<Job> {
-        let job = self.rx.try_recv().ok()?;
-        if self.eager && !self.rx.is_empty() {
+        if self.is_empty() {
+            // A job queued meanwhile is seen by `sleep`, after its fence.
+            return None;
+        }
+        let (job, more) = {
+            let mut queue = self.queue.lock();
+            let job = queue.pop_front()?;
+            self.len.store(queue.len(), SeqCst);
+            (job, !queue.is_empty())
+        };
+        if self.eager && more {
             self.notify();
         }
         fence(SeqCst);
@@ -167,7 +181,7 @@ impl JobQueue {
         // Pairs with the fence in `notify`: whoever queued a job or left the loop either
         // sees this worker on the stack, or this worker sees the job or the empty loop.
         fence(SeqCst);
-        if !self.rx.is_empty() || vacant() {
+        if !self.is_empty() || vacant() {
             // Holding the lock since the push, this worker is still on top of the stack.
             idle.stack.pop();
             self.sleepers.fetch_sub(1, SeqCst);
@@ -182,7 +196,9 @@ impl JobQueue {
 
     /// Takes every queued job out, for the caller to drop.
     pub(crate) fn discard(&self) -> Vec<Job> {
-        self.rx.try_iter().collect()
+        let mut queue = self.queue.lock();
+        self.len.store(0, SeqCst);
+        queue.drain(..).collect()
     }
 
     /// Lets every worker finish the queued jobs; `sleep` then returns `None`.

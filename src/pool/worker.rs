@@ -279,7 +279,26 @@ impl<G: Gateway> Workers<G> {
         let more = conn.may_have_more() || conn.has_unsent();
         busy.end();
         stats.active.fetch_sub(1, Relaxed);
-        if self.done.send(Done { token, conn, next }).is_err() {
+        let done = Done { token, conn, next };
+        if let Some(mut lp) = self.lp.try_lock() {
+            // Nobody is at the loop (on a busy core, the usual case: this worker led it
+            // last): the connection goes straight back, with no wake-up.
+            lp.hand_back(done);
+        } else if !self.give_back(done, readiness, next, more) {
+            return false;
+        }
+        if busy.replaced.load(Relaxed) {
+            // This worker was replaced while stuck; the replacement keeps the capacity.
+            self.extra.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Hands a connection back through the channel to the loop, which someone holds,
+    /// and wakes it if it has to act; false if the loop is gone.
+    fn give_back(&self, done: Done, readiness: Readiness, next: Next, more: bool) -> bool {
+        if self.done.send(done).is_err() {
             return false;
         }
         // A closing connection needs the loop now; a keep-alive one only if it has bytes
@@ -292,11 +311,6 @@ impl<G: Gateway> Workers<G> {
             || self.shared.is_shutting_down()
         {
             let _ = self.waker.wake();
-        }
-        if busy.replaced.load(Relaxed) {
-            // This worker was replaced while stuck; the replacement keeps the capacity.
-            self.extra.fetch_sub(1, Relaxed);
-            return false;
         }
         true
     }
