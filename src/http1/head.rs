@@ -104,8 +104,13 @@ pub(crate) fn scan_head(
     let from = scanned.saturating_sub(start).saturating_sub(3);
     let mut end = None;
     let mut i = from;
+    // The request line's end, when this scan starts at it (else searched for below).
+    let mut first_nl = None;
     while let Some(off) = memchr::memchr(b'\n', &body[i..]) {
         let nl = i + off;
+        if i == 0 {
+            first_nl = Some(nl);
+        }
         // `body` starts with neither CR nor LF, so `nl` is at least 1.
         if body[nl - 1] != b'\r' {
             return Err(Error::BadRequest("a line ends in a bare LF"));
@@ -128,7 +133,7 @@ pub(crate) fn scan_head(
     }
     // The request line's length without its CRLF; while the line is incomplete, its last
     // byte may yet be the CR of its CRLF.
-    let line_len = match memchr::memchr(b'\n', body) {
+    let line_len = match first_nl.or_else(|| memchr::memchr(b'\n', body)) {
         Some(n) if n > 0 && body[n - 1] == b'\r' => n - 1,
         Some(n) => n,
         None => body.len().saturating_sub(1),
@@ -311,7 +316,7 @@ fn parse_complete<'b>(
             // The same rules as for a Host field: the gateway gets one kind of host.
             let value = HeaderValue::from_str(host)
                 .ok()
-                .filter(|v| valid_host(Bytes::copy_from_slice(v.as_bytes())))
+                .filter(|v| valid_host(&Bytes::copy_from_slice(v.as_bytes())))
                 .ok_or(Error::BadRequest("invalid host in the request target"))?;
             headers.insert(header::HOST, value);
         }
@@ -457,7 +462,7 @@ impl Facts {
             (0, _) if version == Version::HTTP_11 => {
                 Err(Error::BadRequest("HTTP/1.1 request without Host"))
             }
-            (_, Some(host)) if !host.is_empty() && !valid_host(host.clone()) => {
+            (_, Some(host)) if !host.is_empty() && !valid_host(host) => {
                 Err(Error::BadRequest("invalid Host"))
             }
             _ => Ok(()),
@@ -475,8 +480,8 @@ impl Facts {
 }
 
 /// `uri-host [ ":" port ]` (RFC 9112 §3.2): no userinfo, a port of digits only.
-fn valid_host(value: Bytes) -> bool {
-    plain_host(&value) || checked_host(value)
+fn valid_host(value: &Bytes) -> bool {
+    plain_host(value) || checked_host(value.clone())
 }
 
 /// [`valid_host`] the long way, for any `Host`.
@@ -505,16 +510,26 @@ fn checked_host(value: Bytes) -> bool {
 /// The common `Host`, a name of letters, digits, dots and dashes with an optional port of
 /// digits: valid with no further look (a quick path for [`valid_host`]).
 fn plain_host(host: &[u8]) -> bool {
-    let (name, port) = match memchr::memchr(b':', host) {
+    let (name, port) = match host.iter().position(|&b| b == b':') {
         Some(i) => (&host[..i], &host[i + 1..]),
         None => (host, &b""[..]),
     };
     !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && name.iter().all(|&b| HOST_NAME_BYTE[b as usize])
         && port.iter().all(u8::is_ascii_digit)
 }
+
+/// The bytes of a [`plain_host`] name: letters, digits, `.` and `-`.
+static HOST_NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
+        b += 1;
+    }
+    table
+};
 
 /// `505` for a well-formed request line with a version we do not speak, `400` for any
 /// other line (garbage in the version's place, or not three parts: `GET /a b HTTP/1.1`).

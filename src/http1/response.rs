@@ -54,7 +54,7 @@ pub fn plan_response(
     headers: &HeaderMap,
     body_len: Option<u64>,
 ) -> ResponsePlan {
-    let declared = declared_length(headers);
+    let (declared, asks_to_close) = scan_fields(headers);
     let is_head = method == Method::HEAD;
     // The bytes actually sent decide the length. A HEAD answer says what GET would send: the
     // body's length when the gateway built the same body, the declared one when it left
@@ -74,7 +74,7 @@ pub fn plan_response(
         return ResponsePlan {
             framing: BodyFraming::Length(0),
             send_body: false,
-            close: !keep_alive || asks_to_close(headers),
+            close: !keep_alive || asks_to_close,
             length_mismatch: false,
         };
     }
@@ -89,7 +89,7 @@ pub fn plan_response(
     } else {
         BodyFraming::CloseDelimited
     };
-    let close = !keep_alive || asks_to_close(headers) || framing == BodyFraming::CloseDelimited;
+    let close = !keep_alive || asks_to_close || framing == BodyFraming::CloseDelimited;
     ResponsePlan {
         framing,
         send_body: !is_head && !bodiless_status,
@@ -98,21 +98,32 @@ pub fn plan_response(
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_LENGTH)?;
+/// The gateway's declared length (its first `Content-Length`, if a plain number) and
+/// whether a `Connection` field asks to close, in one pass over the (few) fields: cheaper
+/// than a hashed lookup of each.
+fn scan_fields(headers: &HeaderMap) -> (Option<u64>, bool) {
+    let mut declared = None;
+    let mut length_seen = false;
+    let mut close = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH && !std::mem::replace(&mut length_seen, true) {
+            declared = declared_length(value);
+        } else if name == header::CONNECTION {
+            close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| super::head::trim_ows(t).eq_ignore_ascii_case(b"close"));
+        }
+    }
+    (declared, close)
+}
+
+fn declared_length(value: &http::HeaderValue) -> Option<u64> {
     let text = value.to_str().ok()?.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
-}
-
-fn asks_to_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| super::head::trim_ows(t).eq_ignore_ascii_case(b"close"))
-    })
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1): they describe one connection, which the server owns.

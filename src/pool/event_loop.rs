@@ -99,6 +99,8 @@ pub(crate) struct Loop {
     evictable: Vec<(usize, Instant)>,
     accept_errors: AcceptErrors,
     next_tick: Instant,
+    /// When the last turn ended.
+    turned: Instant,
     /// A poll failure that ended the loop; `serve` returns it.
     pub(crate) failed: Option<io::Error>,
 }
@@ -192,6 +194,7 @@ impl Loop {
             evictable: Vec::new(),
             accept_errors: AcceptErrors::default(),
             next_tick: Instant::now() + TICK,
+            turned: Instant::now(),
             failed: None,
         }
     }
@@ -204,8 +207,11 @@ impl Loop {
     pub(crate) fn turn(&mut self, wait: bool) -> bool {
         // Connections handed back before this turn began are parked before polling.
         self.take_back();
+        // Timed from the end of the last turn rather than a fresh clock read: if that was a
+        // while ago (a worker served in between), the wait still ends at most a tick late,
+        // as `next_tick` is at most a tick after it.
         let timeout = match wait && self.jobs.is_empty() && !self.shared.is_shutting_down() {
-            true => self.next_tick.saturating_duration_since(Instant::now()),
+            true => self.next_tick.saturating_duration_since(self.turned),
             false => Duration::ZERO,
         };
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
@@ -229,6 +235,7 @@ impl Loop {
             self.accept();
         }
         let now = Instant::now();
+        self.turned = now;
         if now < self.next_tick {
             return false;
         }
@@ -552,8 +559,13 @@ impl Loop {
     }
 
     fn take_back_once(&mut self) {
-        while let Ok(done) = self.done.try_recv() {
-            self.returned(done);
+        // Most connections come back by `hand_back`: the channel is usually empty, which
+        // this tells for less than a failed receive.
+        while !self.done.is_empty() {
+            match self.done.try_recv() {
+                Ok(done) => self.returned(done),
+                Err(_) => break,
+            }
         }
     }
 
