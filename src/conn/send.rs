@@ -10,8 +10,7 @@ use http::{StatusCode, Version};
 use super::{error_response, Conn, Next, Peer};
 use crate::body::Kind;
 use crate::http1::{
-    drops_for_the_connection, only_close_or_upgrade, plan_response, write_response_head,
-    BodyFraming,
+    drops_for_the_connection, only_close_or_upgrade, plan_response, write_head, BodyFraming,
 };
 use crate::pool::Busy;
 use crate::transport::{write_all_wait, Transport};
@@ -72,7 +71,6 @@ impl<T: Transport> Conn<T> {
             let unsent = std::mem::replace(&mut parts, fixed);
             drop_catching(unsent, "a response's parts panicked when dropped");
         }
-        warn_on_server_owned_fields(&parts.headers);
         let method = if is_head {
             http::Method::HEAD
         } else {
@@ -103,8 +101,11 @@ impl<T: Transport> Conn<T> {
             }
         }
         let head_at = self.out.len();
-        let dropped =
-            write_response_head(&mut self.out, parts.status, &parts.headers, &plan, version);
+        let left_out = write_head(&mut self.out, parts.status, &parts.headers, &plan, version);
+        if left_out.owned {
+            warn_on_server_owned_fields(&parts.headers);
+        }
+        let dropped = left_out.dropped;
         // The gateway's extensions may run its code when dropped: never past this answer.
         if !parts.extensions.is_empty() {
             let extensions = std::mem::take(&mut parts.extensions);

@@ -21,6 +21,6 @@ pub use chunked::{ChunkedDecoder, Step};
 pub use head::{find_head_end, parse_request_head, Framing, RequestHead};
 pub(crate) use head::{parse_head_exact, scan_head, HeadScan};
 pub(crate) use response::{
-    append_hex, drops_for_the_connection, only_close_or_upgrade, owned_hop_by_hop,
+    append_hex, drops_for_the_connection, only_close_or_upgrade, owned_hop_by_hop, write_head,
 };
 pub use response::{plan_response, write_response_head, BodyFraming, ResponsePlan};

@@ -206,23 +206,50 @@ pub fn write_response_head(
     plan: &ResponsePlan,
     request_version: Version,
 ) -> usize {
+    write_head(out, status, headers, plan, request_version).dropped
+}
+
+/// What [`write_head`] left out of a gateway's fields.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LeftOut {
+    /// Fields with a control character in their value.
+    pub(crate) dropped: usize,
+    /// A hop-by-hop field was dropped (one the server does not honour), or there was more
+    /// than one `Date`: worth a warning, which the caller words.
+    pub(crate) owned: bool,
+}
+
+/// [`write_response_head`], telling what it left out.
+pub(crate) fn write_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    plan: &ResponsePlan,
+    request_version: Version,
+) -> LeftOut {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut dropped = 0;
+    let mut left_out = LeftOut::default();
     // A scan of the (few) names costs less than a hashed lookup.
     let connection = headers.keys().any(|name| name == header::CONNECTION);
     let mut dated = false;
+    let mut dates = 0;
     let mut upgrade = false;
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || drops_for_the_connection(headers, connection, name) {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if drops_for_the_connection(headers, connection, name) {
+            left_out.owned |= !only_close_or_upgrade(name, value);
             continue;
         }
         // `Date` is a singleton (RFC 9110 §6.6.1): the first valid one of a gateway's goes
         // out, else the server's.
         let date = name == header::DATE;
+        dates += usize::from(date);
         if date && dated {
             continue;
         }
@@ -233,7 +260,7 @@ pub fn write_response_head(
             .iter()
             .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
         {
-            dropped += 1;
+            left_out.dropped += 1;
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -275,7 +302,8 @@ pub fn write_response_head(
         }
     }
     out.extend_from_slice(b"\r\n");
-    dropped
+    left_out.owned |= dates > 1;
+    left_out
 }
 
 pub(crate) fn append_decimal(out: &mut Vec<u8>, mut n: u64) {
