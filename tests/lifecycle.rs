@@ -532,7 +532,14 @@ fn shutdown_closes_requests_that_outlast_its_deadline(backend: Backend) {
     server.handle.shutdown();
     server.join().expect("serve returns Ok");
     client.expect_closed();
+    // The gateway returns after `serve` has: its thread leaves cleanly (on the pool it
+    // once handed the connection back to the loop, which had written it off already).
     gate.open();
+    let handle = server.handle.clone();
+    wait_until("the stuck gateway's thread has left", || {
+        handle.stats().workers == 0
+    });
+    assert_eq!(handle.stats().open_connections, 0, "{:?}", handle.stats());
 }
 
 fn shutdown_cuts_a_body_delimited_by_the_close_with_a_reset(backend: Backend) {

@@ -31,6 +31,7 @@ on_every_backend!(
     gateway_transfer_encoding_never_reaches_the_wire,
     gateway_connection_field_never_keeps_a_closing_connection_open,
     gateway_hop_by_hop_fields_are_not_sent,
+    a_head_answered_500_for_a_file_it_cannot_read_still_warns_of_hop_by_hop_fields,
     fields_the_gateway_names_in_its_connection_field_are_not_sent,
     a_gateway_upgrade_field_goes_out_with_the_upgrade_connection_option,
     a_gateway_date_is_sent_once,
@@ -579,6 +580,31 @@ fn gateway_hop_by_hop_fields_are_not_sent(backend: Backend) {
             &format!("field={name} value="),
         ]);
     }
+}
+
+fn a_head_answered_500_for_a_file_it_cannot_read_still_warns_of_hop_by_hop_fields(
+    backend: Backend,
+) {
+    let path = std::env::temp_dir().join(format!(
+        "sgi-unreadable-hop-{}-{backend:?}",
+        std::process::id()
+    ));
+    std::fs::write(&path, b"hello").unwrap();
+    let server = serve(backend, {
+        let path = path.clone();
+        move |_req| {
+            // Open for writing only: it has a length, but every read fails.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let body = Body::from_file(file).unwrap();
+            answer(200, &[("keep-alive", "timeout=7")], body)
+        }
+    });
+    // The 500 goes out before any head is written from the gateway's fields.
+    let mut client = server.connect();
+    client.send(head("/"));
+    assert_eq!(client.head_response().status, 500);
+    assert_logged(&["gateway set a hop-by-hop field", "value=\"timeout=7\""]);
+    let _ = std::fs::remove_file(&path);
 }
 
 fn fields_the_gateway_names_in_its_connection_field_are_not_sent(backend: Backend) {

@@ -96,6 +96,8 @@ impl<T: Transport> Conn<T> {
         if is_head && matches!(plan.framing, BodyFraming::Length(n) if n > 0) {
             if let Err(e) = body.check_readable() {
                 tracing::error!(peer = %Peer(self.peer), error = %e, "reading the file failed; answering 500");
+                // The head writer, which notes fields left out, is not reached here.
+                warn_on_server_owned_fields(&parts.headers);
                 drop_unsent(body);
                 return self.send_500_and_close(version, is_head);
             }

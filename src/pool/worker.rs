@@ -280,9 +280,17 @@ impl<G: Gateway> Workers<G> {
         busy.end();
         stats.active.fetch_sub(1, Relaxed);
         let done = Done { token, conn, next };
-        if let Some(mut lp) = self.lp.try_lock() {
-            // Nobody is at the loop (on a busy core, the usual case: this worker led it
-            // last): the connection goes straight back, with no wake-up.
+        // Nobody is at the loop (on a busy core, the usual case: this worker led it last):
+        // the connection goes straight back, with no wake-up. Not once shutdown has begun
+        // (checked holding the loop: the keeper raises the flag before it takes the loop
+        // to shut down): past the deadline the loop has written every connection off and
+        // must not be handed one back. Nor from a worker about to leave the pool, which
+        // would not serve a request the loop found on the connection meanwhile.
+        let lp = self
+            .lp
+            .try_lock()
+            .filter(|_| !self.shared.is_shutting_down() && !busy.replaced.load(Relaxed));
+        if let Some(mut lp) = lp {
             lp.hand_back(done);
         } else if !self.give_back(done, readiness, next, more) {
             return false;
