@@ -601,17 +601,16 @@ impl Loop {
             Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
             Slot::Vacant { .. } => false,
         };
-        // Bytes the client sent that nobody will read: a plain close would answer them
-        // with a reset, which can destroy the end of the answer still in the socket's
-        // send buffer, so the connection lingers instead.
+        // Bytes the client sent that nobody has read yet. On a close, a plain close would
+        // answer them with a reset, which can destroy the end of the answer still in the
+        // socket's send buffer, so the connection lingers instead.
         let unread = readable || conn.may_have_more();
         match next {
             Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, unread),
             Next::KeepAlive => {
-                let maybe_more = readable || conn.may_have_more();
                 self.park(token, conn);
                 // Bytes may have arrived while a worker had the connection.
-                if maybe_more {
+                if unread {
                     self.read(token, false);
                 }
             }

@@ -292,7 +292,7 @@ impl<G: Gateway> Workers<G> {
             .filter(|_| !self.shared.is_shutting_down() && !busy.replaced.load(Relaxed));
         if let Some(mut lp) = lp {
             lp.hand_back(done);
-        } else if !self.give_back(done, readiness, next, more) {
+        } else if !self.give_back(done, readiness, more) {
             return false;
         }
         if busy.replaced.load(Relaxed) {
@@ -305,7 +305,8 @@ impl<G: Gateway> Workers<G> {
 
     /// Hands a connection back through the channel to the loop, which someone holds,
     /// and wakes it if it has to act; false if the loop is gone.
-    fn give_back(&self, done: Done, readiness: Readiness, next: Next, more: bool) -> bool {
+    fn give_back(&self, done: Done, readiness: Readiness, more: bool) -> bool {
+        let next = done.next;
         if self.done.send(done).is_err() {
             return false;
         }
