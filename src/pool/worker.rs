@@ -303,8 +303,8 @@ impl<G: Gateway> Workers<G> {
         true
     }
 
-    /// Hands a connection back through the channel to the loop, which someone holds,
-    /// and wakes it if it has to act; false if the loop is gone.
+    /// Hands a connection back through the channel to the loop (whoever takes the next
+    /// turn picks it up), and wakes the loop if it has to act; false if the loop is gone.
     fn give_back(&self, done: Done, readiness: Readiness, more: bool) -> bool {
         let next = done.next;
         if self.done.send(done).is_err() {
