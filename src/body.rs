@@ -77,7 +77,8 @@ impl Body {
     }
 
     /// A body read from `reader`, of `len` bytes when known (then sent with
-    /// `Content-Length`), else streamed chunked until the reader's end.
+    /// `Content-Length`, and `reader` is read no further than `len`: what follows may belong
+    /// to someone else), else streamed chunked until the reader's end.
     ///
     /// ```
     /// let body = sgi::Body::from_reader(std::io::Cursor::new(b"data".to_vec()), Some(4));
@@ -181,9 +182,10 @@ impl Body {
                 }
                 Ok(out.into())
             }
-            Kind::Reader(mut r, _) => {
+            Kind::Reader(r, len) => {
                 let mut out = Vec::new();
-                r.read_to_end(&mut out)?;
+                // No further than its length, as the server would send it.
+                r.take(len.unwrap_or(u64::MAX)).read_to_end(&mut out)?;
                 Ok(out.into())
             }
             Kind::File(f, len) => {

@@ -11,11 +11,13 @@ mod support;
 
 use std::io::{self, Cursor};
 use std::panic::catch_unwind;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::sync::Once;
 
 use bytes::Bytes;
 use sgi::http::{header, HeaderValue, StatusCode};
-use sgi::{Body, Request, Response};
+use sgi::{Body, Request, Response, TestClient};
 use support::{config, start, Backend, CapturedLog, Reply, Running};
 
 on_every_backend!(
@@ -38,6 +40,8 @@ on_every_backend!(
     invalid_header_values_never_reach_the_wire,
     interim_and_invalid_statuses_as_the_final_response_are_answered_500,
     a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open,
+    a_reader_is_read_no_further_than_its_length,
+    a_body_of_known_length_is_not_pulled_past_it,
 );
 
 // --- The log -------------------------------------------------------------------------------
@@ -398,11 +402,14 @@ fn streamed_body_longer_than_its_content_length_is_cut_at_that_length(backend: B
             "{kind}"
         );
         assert_eq!(reply.body, letters(declared), "{kind}");
-        assert_logged(&[
-            "body is longer than its Content-Length",
-            &format!("declared={declared}"),
-        ]);
     }
+    // A reader is read no further than the declared length (see
+    // `a_reader_is_read_no_further_than_its_length`), so only the iterator's longer piece
+    // is seen, and logged.
+    assert_logged(&[
+        "body is longer than its Content-Length",
+        &format!("declared={declared}"),
+    ]);
     // A body that goes on in a later piece: the server stops at the promised length.
     let reply = exchange(
         &server,
@@ -799,4 +806,107 @@ fn a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open(backend: Backen
     assert!(reply.closes(), "{reply:?}");
     client.expect_closed();
     assert_logged(&["CONNECT"]);
+}
+
+// --- Bodies of known length ----------------------------------------------------------------
+
+/// A reader over a stream shared with someone else (an upstream connection, a pipe, a file
+/// whose offset is shared): `body` first, then bytes that are not the response's; counts
+/// the bytes taken from it.
+struct Shared {
+    stream: Cursor<Vec<u8>>,
+    taken: Arc<AtomicU64>,
+}
+
+impl io::Read for Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.taken.fetch_add(n as u64, SeqCst);
+        Ok(n)
+    }
+}
+
+/// A gateway answering with `hello` from a shared stream, declared 5 bytes long; and the
+/// count of bytes it took from that stream.
+fn shared_stream_gateway() -> (
+    impl Fn(Request<'_>) -> Response + Send + Sync + 'static,
+    Arc<AtomicU64>,
+) {
+    let taken = Arc::new(AtomicU64::new(0));
+    let counter = taken.clone();
+    let gateway = move |req: Request<'_>| {
+        if req.uri().path() == "/next" {
+            // `exchange`'s request behind.
+            return Response::new(Body::from("next"));
+        }
+        let stream = Cursor::new(b"hello, and bytes that are not the body".to_vec());
+        let taken = counter.clone();
+        Response::new(Body::from_reader(Shared { stream, taken }, Some(5)))
+    };
+    (gateway, taken)
+}
+
+fn a_reader_is_read_no_further_than_its_length(backend: Backend) {
+    let (gateway, taken) = shared_stream_gateway();
+    let server = start(backend, config(), gateway);
+    let reply = exchange(&server, &get("/"));
+    assert_eq!(reply.body, b"hello");
+    assert_eq!(taken.load(SeqCst), 5, "read past the body's 5 bytes");
+}
+
+#[test]
+fn the_test_client_reads_a_reader_no_further_than_its_length() {
+    let (gateway, taken) = shared_stream_gateway();
+    assert_eq!(TestClient::new(gateway).get("/").send().body(), "hello");
+    assert_eq!(taken.load(SeqCst), 5, "read past the body's 5 bytes");
+    let (gateway, taken) = shared_stream_gateway();
+    let req = sgi::http::Request::new(sgi::Input::from_slice(b""));
+    let body = gateway(req).into_body().into_bytes().unwrap();
+    assert_eq!((&body[..], taken.load(SeqCst)), (&b"hello"[..], 5));
+}
+
+/// A reader that fails if read: its owner said it holds nothing more.
+struct MustNotRead;
+
+impl io::Read for MustNotRead {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::other("read past the declared end"))
+    }
+}
+
+fn a_body_of_known_length_is_not_pulled_past_it(backend: Backend) {
+    // Once its declared length is sent (at once when it is 0), a streamed body is not
+    // asked for more: a next piece could block or fail, and could not be sent anyway.
+    let server = serve(backend, |req| {
+        let (declared, first) = match req.uri().path() {
+            "/next" => return Response::new(Body::from("next")),
+            "/empty" => (0, None),
+            _ => (5, Some(Ok(Bytes::from_static(b"hello")))),
+        };
+        let failing = std::iter::once(Err(io::Error::other("pulled past the declared end")));
+        let pieces = first.into_iter().chain(failing);
+        let mut res = Response::new(Body::from_iter(pieces));
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
+        if req.uri().query() == Some("reader") {
+            let reader = io::Read::chain(&b"hello"[..declared as usize], MustNotRead);
+            *res.body_mut() = Body::from_reader(reader, Some(declared));
+        }
+        res
+    });
+    for target in ["/empty", "/empty?reader", "/five", "/five?reader"] {
+        let reply = exchange(&server, &get(target));
+        assert_eq!(reply.status, 200, "{target}");
+        let want: &[u8] = if target.starts_with("/empty") {
+            b""
+        } else {
+            b"hello"
+        };
+        assert_eq!(reply.body, want, "{target}");
+        assert_eq!(
+            reply.all("content-length"),
+            [want.len().to_string()],
+            "{target}"
+        );
+    }
 }

@@ -256,7 +256,9 @@ impl<T: Transport> Conn<T> {
             }
             Kind::Iter(mut iter) => {
                 let mut sent = 0;
-                loop {
+                // A body of known length is not pulled once that length is sent (nor at all
+                // when it is 0): a next piece may block or fail, and could not be sent.
+                while declared.map_or(true, |n| sent < n) {
                     // Making the next piece is the gateway's code: the stuck clock runs.
                     match Busy::timed(clock, || iter.next()) {
                         None => break,
@@ -267,9 +269,6 @@ impl<T: Transport> Conn<T> {
                             sent = self.stream_piece(&piece, sent, declared, chunked)?
                         }
                     }
-                    if declared.is_some_and(|n| sent >= n) {
-                        break;
-                    }
                 }
                 let done = self.finish_stream(sent, declared, chunked);
                 drop_sent(iter);
@@ -277,18 +276,24 @@ impl<T: Transport> Conn<T> {
             }
             Kind::Reader(mut reader, _) => {
                 let mut sent = 0;
-                let mut chunk = vec![0; READ_CHUNK];
+                // A reader of known length is read no further than that length: what follows
+                // may be someone else's (a shared file offset, a pipe, an upstream stream).
+                let room = |sent: u64| {
+                    declared.map_or(READ_CHUNK, |n| (n - sent).min(READ_CHUNK as u64) as usize)
+                };
+                let mut chunk = vec![0; room(0)];
                 loop {
-                    let n = match Busy::timed(clock, || reader.read(&mut chunk)) {
+                    let want = room(sent);
+                    if want == 0 {
+                        break;
+                    }
+                    let n = match Busy::timed(clock, || reader.read(&mut chunk[..want])) {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(Abort::Gateway(format!("body reader failed: {e}"))),
                     };
                     sent = self.stream_piece(&chunk[..n], sent, declared, chunked)?;
-                    if declared.is_some_and(|n| sent >= n) {
-                        break;
-                    }
                 }
                 let done = self.finish_stream(sent, declared, chunked);
                 drop_sent(reader);
