@@ -29,6 +29,11 @@ pub(crate) trait Transport: Send {
     fn resets_on_close(&self) -> bool {
         false
     }
+    /// Whether bytes the server has not read wait in the connection now (without waiting):
+    /// closing on them would be a reset, so a closing connection lingers instead.
+    fn bytes_waiting(&self) -> bool {
+        false
+    }
     /// Writes, waiting for room while the client takes bytes: `TimedOut` once it has taken
     /// none for the write timeout.
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -74,12 +79,23 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// Whether request bytes wait to be read now: one `MSG_PEEK` (the socket does not
-    /// block, so neither does this). For the rare checks that must not take a connection
-    /// with a request on its way for an idle one.
+    /// Whether bytes wait to be read now: one `MSG_PEEK`, which never blocks. For the rare
+    /// checks that must not take a connection with a request on its way for an idle one,
+    /// or close it with bytes unread (which would be a reset).
     pub(crate) fn has_bytes_waiting(&self) -> bool {
-        debug_assert!(self.nonblocking);
-        matches!(self.tcp.peek(&mut [0u8]), Ok(n) if n > 0)
+        if self.nonblocking {
+            return matches!(self.tcp.peek(&mut [0u8]), Ok(n) if n > 0);
+        }
+        #[cfg(target_os = "linux")]
+        return matches!(
+            socket2::SockRef::from(&*self.tcp).recv_with_flags(
+                &mut [std::mem::MaybeUninit::uninit()],
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            ),
+            Ok(n) if n > 0
+        );
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 
     /// Wraps an accepted stream; `write_timeout` is set once, here.
@@ -170,6 +186,10 @@ impl Transport for Socket {
 
     fn resets_on_close(&self) -> bool {
         self.reset
+    }
+
+    fn bytes_waiting(&self) -> bool {
+        self.has_bytes_waiting()
     }
 
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -55,6 +55,7 @@ on_every_backend!(
     a_failed_body_delimited_by_the_close_ends_in_a_reset,
     a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it,
     a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it,
+    a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_request,
     a_panic_dropping_an_unsent_body_spares_the_response,
     a_panic_dropping_a_body_sent_whole_spares_the_connection,
 );
@@ -186,6 +187,36 @@ fn a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it(backend: Backen
     assert_eq!(got.len() - head_end, LEN, "the whole body arrived");
     let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
     assert!(head.contains("connection: close"), "{head}");
+}
+
+fn a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_request(backend: Backend) {
+    // An HTTP/1.0 client asks for the close, then sends the CRLF such clients add after a
+    // POST body (RFC 9112 §2.2) while the gateway runs: the server never reads it, and a
+    // close with it unread would be a reset that throws away the end of the answer.
+    const LEN: usize = 8 << 20;
+    let gate = Gate::new();
+    let at_gate = gate.clone();
+    let server = start(backend, config(), move |mut req: Request<'_>| {
+        let mut body = Vec::new();
+        req.body_mut().read_to_end(&mut body).unwrap();
+        at_gate.pass();
+        Response::new(Body::from(vec![b'x'; LEN]))
+    });
+    let client = server.connect();
+    let mut stream = client.try_clone_stream();
+    stream
+        .write_all(b"POST /form HTTP/1.0\r\nContent-Length: 3\r\n\r\na=b")
+        .unwrap();
+    // The request has been read whole: the CRLF comes in a segment of its own.
+    gate.wait_for_waiting(1);
+    stream.write_all(b"\r\n").unwrap();
+    gate.open();
+    let mut got = Vec::new();
+    stream
+        .read_to_end(&mut got)
+        .expect("the answer ends in an orderly close, not a reset");
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - head_end, LEN, "the whole body arrived");
 }
 
 fn a_panic_dropping_an_unsent_body_spares_the_response(backend: Backend) {

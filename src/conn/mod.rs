@@ -580,7 +580,10 @@ impl<T: Transport> Conn<T> {
         // client reads this response instead of a reset (RFC 9112 §9.6).
         let unread = !self.body.is_done() || client_may_send || self.may_have_more();
         let mut sent = self.send_response(response, version, is_head, keep_alive, ctx.worker);
-        if unread && sent.next == Next::Close && !sent.cut {
+        // Bytes the client sent after a request it asked to be the last (the CRLF an
+        // HTTP/1.0 client may add after a body, RFC 9112 §2.2) would make the close a reset
+        // that throws away the end of this response: a peek tells, and it lingers too.
+        if sent.next == Next::Close && !sent.cut && (unread || self.io.bytes_waiting()) {
             sent.next = Next::Linger;
         }
         if sent.cut {
