@@ -59,6 +59,11 @@ impl Unsent {
 impl Drop for Unsent {
     /// The connection ends with answers not yet taken whole: they were cut short.
     fn drop(&mut self) {
+        // A whole body left here is the gateway's own value (`Bytes` may have an owner of
+        // its own): the event loop drops it, and must not be unwound by it.
+        for piece in self.pieces.drain(..) {
+            drop_piece(piece);
+        }
         self.settle();
         let Some((stats, log)) = &self.accounts else {
             return;
@@ -70,6 +75,11 @@ impl Drop for Unsent {
             p.record.finish(stats, *log, Outcome::Aborted);
         }
     }
+}
+
+/// Drops a piece of an answer, which may be the gateway's own `Bytes`.
+fn drop_piece(piece: Bytes) {
+    super::send::drop_catching(piece, "a response body panicked when dropped");
 }
 
 impl<T: Transport> Conn<T> {
@@ -200,7 +210,9 @@ impl<T: Transport> Conn<T> {
                 Ok(n) => {
                     progressed = true;
                     if n == piece.len() {
-                        self.unsent.pieces.pop_front();
+                        if let Some(piece) = self.unsent.pieces.pop_front() {
+                            drop_piece(piece);
+                        }
                     } else {
                         *piece = piece.slice(n..);
                     }

@@ -432,7 +432,7 @@ pub(super) fn drop_replaced(response: Response) {
 
 /// Drops `value` (the gateway's), logging a panic in its `Drop` as `what` and keeping it
 /// for a test client, never letting it unwind the thread that serves.
-fn drop_catching<T>(value: T, what: &'static str) {
+pub(super) fn drop_catching<T>(value: T, what: &'static str) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
         let panic = super::panics::message(&*payload);
         tracing::error!(panic, "{what}");

@@ -147,6 +147,28 @@ impl Busy {
     }
 }
 
+/// A worker's way out of the pool, taken however it leaves: a worker unwound by a panic
+/// (a gateway's are caught before they reach it, so one in the server's own code) is
+/// counted gone and replaced, so a bug costs a connection, not the pool's capacity.
+struct Leaving<'a, G: Gateway> {
+    workers: &'a Arc<Workers<G>>,
+    busy: &'a Arc<Busy>,
+}
+
+impl<G: Gateway> Drop for Leaving<'_, G> {
+    fn drop(&mut self) {
+        let workers = self.workers;
+        workers.busy.lock().retain(|b| !Arc::ptr_eq(b, self.busy));
+        workers.shared.stats.workers.fetch_sub(1, Relaxed);
+        if std::thread::panicking() && !workers.shared.is_shutting_down() {
+            tracing::error!("a worker thread panicked; starting another in its place");
+            if let Err(e) = workers.spawn() {
+                tracing::error!(error = %e, "cannot start a worker in place of one that panicked");
+            }
+        }
+    }
+}
+
 /// The pool: its workers, the event loop they take turns at, and what supervises them.
 pub(crate) struct Workers<G> {
     lp: Mutex<Loop>,
@@ -156,6 +178,8 @@ pub(crate) struct Workers<G> {
     done: Sender<Done>,
     waker: Arc<mio::Waker>,
     busy: Mutex<Vec<Arc<Busy>>>,
+    /// Held while stuck workers are checked.
+    supervising: Mutex<()>,
     /// Replacements started for stuck workers and not yet retired.
     extra: AtomicUsize,
     size: usize,
@@ -189,6 +213,7 @@ impl<G: Gateway> Workers<G> {
             done,
             waker,
             busy: Mutex::new(Vec::new()),
+            supervising: Mutex::new(()),
             extra: AtomicUsize::new(0),
             progress: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
@@ -220,6 +245,10 @@ impl<G: Gateway> Workers<G> {
             worker: Some(busy),
         };
         let _batch = super::sched::Batch::enter(self.shared.config.batch_scheduling);
+        let _leaving = Leaving {
+            workers: self,
+            busy,
+        };
         CLOCK.with(|c| *c.borrow_mut() = Some(busy.clone()));
         let me = Sleeper::current();
         let mut woken = false;
@@ -246,8 +275,6 @@ impl<G: Gateway> Workers<G> {
                 None => break,
             }
         }
-        self.busy.lock().retain(|b| !Arc::ptr_eq(b, busy));
-        self.shared.stats.workers.fetch_sub(1, Relaxed);
     }
 
     /// Serves a job and hands its connection back; false when this worker leaves the pool.
@@ -438,6 +465,12 @@ impl<G: Gateway> Workers<G> {
     /// A stuck worker that cannot be replaced now (every replacement in use, or no thread to
     /// be had) is tried again at every later check, until it is replaced or gets free.
     pub(crate) fn supervise(self: &Arc<Self>) {
+        // One check at a time (a leader and the keeper may both come from a turn): two
+        // would both replace the same stuck worker. The one that finds a check running
+        // leaves it to that one.
+        let Some(_checking) = self.supervising.try_lock() else {
+            return;
+        };
         let timeout = self.shared.config.timeouts.request;
         let stuck: Vec<(Arc<Busy>, bool)> = self
             .busy
@@ -449,7 +482,13 @@ impl<G: Gateway> Workers<G> {
             if first {
                 self.shared.stats.stuck();
             }
-            if busy.replaced.load(Relaxed) {
+            // Decided holding the worker's request: one whose gateway returns meanwhile
+            // (`end` takes the same lock, before the worker looks at `replaced`) is either
+            // replaced before it looks, or found done here and not replaced.
+            let request = busy.current.lock();
+            if request.is_none() || !busy.reported.load(Relaxed) || busy.replaced.load(Relaxed) {
+                // Done, or on to a request of its own since the check (`begin` clears
+                // `reported` before it takes the lock), or replaced already.
                 continue;
             }
             if self.extra.load(Relaxed) >= self.size {
