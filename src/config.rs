@@ -26,11 +26,13 @@ pub struct Limits {
     /// worker takes the request, so a slow upload holds no worker (larger ones are
     /// streamed by the worker). 0 turns this off. Default 16 KiB.
     pub max_buffered_body: usize,
-    /// Slowest average rate, in bytes per second, at which a body that a gateway reads must
-    /// arrive once [`Timeouts::body_grace`] has passed (408 below it), as Kestrel does: a
-    /// client that trickles an upload a byte at a time, each within `timeouts.body`, would
-    /// otherwise hold a pool worker (or a dev server thread) for as long as it likes. 0
-    /// turns it off. Default 240 bytes/s.
+    /// Slowest average rate, in bytes per second, at which a request body must arrive once
+    /// [`Timeouts::body_grace`] has passed (408 below it), as Kestrel does: a client that
+    /// trickles an upload a byte at a time, each within `timeouts.body`, would otherwise
+    /// hold a pool worker (or a dev server thread) for as long as it likes. A small body
+    /// the pool's event loop takes in (see `max_buffered_body`) holds no worker, but a
+    /// connection, and keeps to the same rate from the end of its head. 0 turns it off.
+    /// Default 240 bytes/s.
     pub min_body_rate: u32,
 }
 
@@ -63,7 +65,7 @@ pub struct Timeouts {
     pub head: Duration,
     /// Longest wait for more body bytes while a gateway reads its input. Default 30 s.
     pub body: Duration,
-    /// How long a body a gateway reads may arrive below [`Limits::min_body_rate`], from the
+    /// How long a request body may arrive below [`Limits::min_body_rate`], from the
     /// server's first wait for it. Default 5 s.
     pub body_grace: Duration,
     /// How long a keep-alive connection may wait for its next request. Default 15 s.

@@ -26,6 +26,7 @@ on_every_backend!(
     trickling_a_head_does_not_extend_the_head_timeout,
     answers_408_when_a_body_stalls_past_the_body_timeout,
     answers_408_when_a_body_trickles_below_the_minimum_rate,
+    answers_408_when_a_small_body_trickles_below_the_minimum_rate,
     a_body_above_the_minimum_rate_is_served_however_it_comes,
     drops_a_client_that_stops_reading_after_the_write_timeout,
     a_slow_but_steady_reader_gets_the_whole_answer,
@@ -349,6 +350,19 @@ fn answers_408_when_a_body_trickles_below_the_minimum_rate(backend: Backend) {
     let server = start(backend, with_min_body_rate(), support::echo);
     let mut client = server.connect();
     client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na");
+    let trickler = Trickler::start(&client, Duration::from_secs(8));
+    let reply = client.response();
+    trickler.stop();
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+}
+
+fn answers_408_when_a_small_body_trickles_below_the_minimum_rate(backend: Backend) {
+    // Small enough for the pool's event loop to take in before a worker serves it: that
+    // costs no worker, but a connection all the same, so the same rate holds.
+    let server = start(backend, with_min_body_rate(), support::echo);
+    let mut client = server.connect();
+    client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\na");
     let trickler = Trickler::start(&client, Duration::from_secs(8));
     let reply = client.response();
     trickler.stop();

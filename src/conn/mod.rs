@@ -15,7 +15,7 @@ mod send;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Response as HttpResponse, StatusCode, Version};
 
@@ -84,6 +84,8 @@ pub(crate) struct Conn<T: Transport> {
     /// That head, parsed by the event loop while it waits for a small body (boxed: most
     /// requests have no body, and every idle connection carries this field).
     parsed: Option<Box<RequestHead>>,
+    /// When the event loop began to wait for that body (its minimum rate counts from here).
+    body_awaited: Option<Instant>,
     /// How far the loop has decoded that body, if chunked: each read decodes only the new
     /// bytes (a body trickled in byte by byte costs linear time, not quadratic).
     body_scan: Option<Box<BodyScan>>,
@@ -119,6 +121,7 @@ impl<T: Transport> Conn<T> {
             scan: HeadScan::default(),
             head_len: None,
             parsed: None,
+            body_awaited: None,
             body_scan: None,
             head_started: None,
             writes: 0,
@@ -228,7 +231,10 @@ impl<T: Transport> Conn<T> {
         }
         if self.parsed.is_none() {
             match parse_head_exact(&self.buf.filled()[..len], limits) {
-                Ok(head) => self.parsed = Some(Box::new(head)),
+                Ok(head) => {
+                    self.parsed = Some(Box::new(head));
+                    self.body_awaited = Some(Instant::now());
+                }
                 Err(_) => return false, // a worker answers the error
             }
         }
@@ -267,6 +273,21 @@ impl<T: Transport> Conn<T> {
     /// Whether the loop holds a parsed head while its body arrives.
     pub(crate) fn awaiting_body(&self) -> bool {
         self.parsed.is_some()
+    }
+
+    /// When a small body the loop waits for falls below [`Limits::min_body_rate`]
+    /// (crate::Limits) if no more of it comes: the same rule as for a body a gateway
+    /// reads, so a client cannot hold a connection for days by trickling one. `None` when
+    /// no body is awaited or the rate is off.
+    pub(crate) fn body_rate_deadline(&self, shared: &Shared) -> Option<Instant> {
+        let (limits, timeouts) = (&shared.config.limits, &shared.config.timeouts);
+        let (awaited, head_len) = (self.body_awaited?, self.head_len?);
+        if limits.min_body_rate == 0 {
+            return None;
+        }
+        let read = self.buf.filled().len().saturating_sub(head_len);
+        let for_bytes = Duration::from_secs_f64(read as f64 / f64::from(limits.min_body_rate));
+        awaited.checked_add(timeouts.body_grace.saturating_add(for_bytes))
     }
 
     /// Blocks until a complete head is buffered, within the idle and head timeouts.
@@ -428,6 +449,7 @@ impl<T: Transport> Conn<T> {
         self.scan = HeadScan::default();
         let filled = self.buf.filled();
         self.body_scan = None;
+        self.body_awaited = None;
         let parsed = match (self.parsed.take(), self.head_len.take()) {
             (Some(head), _) => Ok(Some(*head)),
             (None, Some(len)) => parse_head_exact(&filled[..len], &config.limits).map(Some),

@@ -707,11 +707,16 @@ impl Loop {
                     self.evictable.push((token, *since));
                 }
                 // A small body the loop waits for may pause up to the body timeout between
-                // reads (each read parks the connection anew).
+                // reads (each read parks the connection anew), and must keep to the
+                // minimum rate.
                 let deadline = match conn.head_started {
                     // An answer waiting on its client: since the last byte it took.
                     _ if conn.has_unsent() => *since + write,
-                    Some(_) if conn.awaiting_body() => *since + body,
+                    Some(_) if conn.awaiting_body() => {
+                        let paused = *since + body;
+                        conn.body_rate_deadline(&self.shared)
+                            .map_or(paused, |slow| slow.min(paused))
+                    }
                     Some(started) => started + head,
                     None => *since + idle,
                 };
