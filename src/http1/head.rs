@@ -312,6 +312,8 @@ fn parse_complete<'b>(
     // a proxy routing on the target never see two different hosts.
     if method != Method::CONNECT {
         if let Some(authority) = uri.authority() {
+            // Userinfo is accepted (as Gunicorn's corpus has it; RFC 9110 §4.2.4 only
+            // advises against it) but never becomes the host.
             let host = authority.as_str().rsplit('@').next().unwrap_or_default();
             // The same rules as for a Host field: the gateway gets one kind of host.
             let value = HeaderValue::from_str(host)
@@ -369,6 +371,8 @@ struct Facts {
     codings: usize,
     chunked: usize,
     last_chunked: bool,
+    /// A Transfer-Encoding field line named no coding at all.
+    empty_coding_line: bool,
     close: bool,
     keep_alive: bool,
     expect_100: bool,
@@ -411,6 +415,7 @@ impl Facts {
                 // A field naming no coding still makes the framing unreadable.
                 self.codings += 1;
                 self.last_chunked = false;
+                self.empty_coding_line = true;
             }
         } else if name == header::CONNECTION {
             for item in bytes.split(|&b| b == b',').map(trim_ows) {
@@ -440,6 +445,11 @@ impl Facts {
             (true, false) if version == Version::HTTP_10 => Err(Error::BadRequest(
                 "Transfer-Encoding in an HTTP/1.0 request",
             )),
+            // An empty line beside another would read as `, chunked` or `chunked,` to one
+            // parser and as no framing to another: refused, whatever the rest says.
+            (true, false) if self.empty_coding_line => {
+                Err(Error::BadRequest("empty Transfer-Encoding field"))
+            }
             // Only `chunked` is decoded; it must come last and once (RFC 9112 §6.1, §6.3).
             (true, false) if !self.last_chunked => Err(Error::BadRequest(
                 "Transfer-Encoding does not end in chunked",
@@ -578,6 +588,14 @@ fn parse_target(method: &Method, target: &str, bytes: Bytes) -> Result<Uri, Erro
     if method == Method::CONNECT && !authority_form(&uri) {
         return Err(Error::BadRequest("CONNECT needs an authority-form target"));
     }
+    if let Some(scheme) = uri.scheme_str() {
+        // An origin server serves http and https URIs only.
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(Error::BadRequest(
+                "request target of a scheme other than http(s)",
+            ));
+        }
+    }
     Ok(uri)
 }
 
@@ -700,8 +718,20 @@ mod tests {
         assert_eq!(head.headers.get_all(header::HOST).iter().count(), 1);
         let head = parse("GET http://u:p@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap();
         assert_eq!(head.headers[header::HOST], "a.example");
+        let head = parse("GET HTTPS://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap();
+        assert_eq!(head.headers[header::HOST], "a.example");
         let head = parse("GET /x HTTP/1.1\r\nHost: b.example\r\n\r\n").unwrap();
         assert_eq!(head.headers[header::HOST], "b.example");
+    }
+
+    #[test]
+    fn rejects_an_absolute_form_target_of_another_scheme() {
+        for target in ["ftp://a.example/x", "ws://a.example/x"] {
+            rejects(
+                &format!("GET {target} HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+                400,
+            );
+        }
     }
 
     #[test]
@@ -869,6 +899,26 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
             400,
         );
+    }
+
+    #[test]
+    fn rejects_an_empty_transfer_encoding_line_beside_another() {
+        // As two lines, whichever comes first: 400 (not a 501 for a coding nobody named).
+        for fields in [
+            "Transfer-Encoding: \r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: ",
+            "Transfer-Encoding:  , \r\nTransfer-Encoding: chunked",
+        ] {
+            rejects(
+                &format!("POST / HTTP/1.1\r\nHost: x\r\n{fields}\r\n\r\n"),
+                400,
+            );
+        }
+        // Within one line, empty list elements are ignored (RFC 9110 §5.6.1).
+        for value in [", chunked", "chunked,"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {value}\r\n\r\n");
+            assert_eq!(parse(&raw).unwrap().framing, Framing::Chunked, "{value}");
+        }
     }
 
     #[test]
