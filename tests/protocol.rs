@@ -56,6 +56,7 @@ on_every_backend!(
     a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it,
     a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it,
     a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_request,
+    a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_close,
     a_panic_dropping_an_unsent_body_spares_the_response,
     a_panic_dropping_a_body_sent_whole_spares_the_connection,
 );
@@ -212,6 +213,39 @@ fn a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_request(backend: Ba
     stream.write_all(b"\r\n").unwrap();
     gate.open();
     let mut got = Vec::new();
+    stream
+        .read_to_end(&mut got)
+        .expect("the answer ends in an orderly close, not a reset");
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - head_end, LEN, "the whole body arrived");
+}
+
+fn a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_close(backend: Backend) {
+    // The same CRLF, arriving once the server has written the whole answer to its socket
+    // and closed: the client's small receive window keeps most of the answer queued in the
+    // server's kernel, and bytes reaching a closed socket make Linux reset it, throwing
+    // that away. A request with a body closes with a lingering close for this.
+    const LEN: usize = 256 << 10;
+    let server = start(backend, config(), move |mut req: Request<'_>| {
+        let mut body = Vec::new();
+        req.body_mut().read_to_end(&mut body).unwrap();
+        Response::new(Body::from(vec![b'x'; LEN]))
+    });
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(support::PATIENCE)).unwrap();
+    stream
+        .write_all(b"POST /form HTTP/1.0\r\nContent-Length: 3\r\n\r\na=b")
+        .unwrap();
+    let mut got = vec![0u8; 1024];
+    let n = stream.read(&mut got).unwrap();
+    got.truncate(n);
+    support::wait_until("the server is done with the connection", || {
+        server.handle.stats().open_connections == 0
+    });
+    stream.write_all(b"\r\n").unwrap();
     stream
         .read_to_end(&mut got)
         .expect("the answer ends in an orderly close, not a reset");

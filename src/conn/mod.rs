@@ -479,6 +479,7 @@ impl<T: Transport> Conn<T> {
             expect_continue,
             ..
         } = head;
+        let had_body = framing != Framing::None;
         self.body = BodyState::new(framing, expect_continue);
         if !config.script_name.is_empty() {
             if let Some(under) = crate::middleware::under_prefix(&uri, &config.script_name) {
@@ -597,14 +598,14 @@ impl<T: Transport> Conn<T> {
         if keep_alive && !reader.conn.body.is_done() {
             keep_alive = reader.drain(DRAIN_BUDGET);
         }
-        // Bytes may still be on their way (the rest of the body, or requests pipelined by a
-        // client that did not ask for the close): a closing connection lingers, so the
-        // client reads this response instead of a reset (RFC 9112 §9.6).
-        let unread = !self.body.is_done() || client_may_send || self.may_have_more();
+        // Bytes may still be on their way (the rest of the body, requests pipelined by a
+        // client that did not ask for the close, or the CRLF an HTTP/1.0 client may add
+        // after a body, RFC 9112 §2.2, which can come after the close): a closing connection
+        // lingers, so the client reads this response instead of a reset (RFC 9112 §9.6).
+        let unread = !self.body.is_done() || client_may_send || had_body || self.may_have_more();
         let mut sent = self.send_response(response, version, is_head, keep_alive, ctx.worker);
-        // Bytes the client sent after a request it asked to be the last (the CRLF an
-        // HTTP/1.0 client may add after a body, RFC 9112 §2.2) would make the close a reset
-        // that throws away the end of this response: a peek tells, and it lingers too.
+        // Bytes already sent after a bodiless request the client asked to be the last would
+        // make the close a reset too: a peek tells.
         if sent.next == Next::Close && !sent.cut && (unread || self.io.bytes_waiting()) {
             sent.next = Next::Linger;
         }

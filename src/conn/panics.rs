@@ -34,8 +34,13 @@ pub(crate) fn caught(payload: Payload) {
         }
         _ => Some(payload),
     });
-    // Dropped outside the borrow: a payload's own `Drop` may run code.
-    drop(unkept);
+    // Dropped outside the borrow: a payload's own `Drop` may run code, and may panic in
+    // turn (`panic_any` of a value that panics when dropped). Such a second payload is
+    // leaked rather than dropped: nothing it does may unwind the thread that serves.
+    if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(unkept)))
+    {
+        std::mem::forget(again);
+    }
 }
 
 /// Keeps the panics caught on this thread while it lives.
@@ -65,5 +70,26 @@ impl Drop for Capture {
     fn drop(&mut self) {
         let outer = self.outer.take();
         let _ = CAUGHT.with(|caught| std::mem::replace(&mut *caught.borrow_mut(), outer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_that_panics_when_dropped_does_not_unwind_the_catcher() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("the payload panics when dropped, on purpose");
+            }
+        }
+        // No capture on this thread: the payload is dropped at once.
+        let unwound = std::panic::catch_unwind(|| caught(Box::new(Bomb))).is_err();
+        assert!(
+            !unwound,
+            "a payload's panic unwound the thread that caught it"
+        );
     }
 }

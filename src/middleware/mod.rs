@@ -24,7 +24,7 @@
 //! | `content-type-required` | response | A response with content (other than 1xx, 204 and 304, and not known to be empty) has a `Content-Type` (RFC 9110 §8.3). |
 //! | `content-type-absent` | response | A 204 or 304 response, which has no content, has no `Content-Type`. |
 //! | `no-body-for-status` | response | A 204, 205 or 304 response has no body (RFC 9110 §15.3.5, §15.3.6, §15.4.5), and a 204 no `Content-Length` (§8.6). |
-//! | `content-length-matches` | response | A `Content-Length` is one decimal number, equal to the body's length: checked up front when the length is known, and as the body is sent when it is streamed. A streamed body is also held to the length given to [`Body::from_reader`](crate::Body::from_reader). An empty body for `HEAD` may declare the length a `GET` would get. |
+//! | `content-length-matches` | response | A `Content-Length` is one decimal number, equal to the body's length: checked up front when the length is known, and as the body is sent when it is streamed. A streamed body is also held to the length given to [`Body::from_reader`](crate::Body::from_reader) (a reader that ends short of it; the server reads no further than the length, so a reader that goes on is not seen). An iterator is pulled once more after its declared length, to see whether it goes on (the server itself stops pulling there). An empty body for `HEAD` may declare the length a `GET` would get. |
 //!
 //! Some things are left alone on purpose: a body returned for `HEAD` (the server drops it),
 //! a 304 whose `Content-Length` describes the representation it stands for, and a response

@@ -412,22 +412,18 @@ impl Read for CheckedReader {
         if buf.is_empty() {
             return self.inner.read(buf);
         }
-        let n = self.inner.read(buf)?;
+        // No further than the promised length, as the server reads: what follows may be
+        // someone else's (`Body::from_reader`), so nothing past it is read or probed.
+        let left = self.count.expected - self.count.seen;
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             self.count.end();
-        } else if self.count.add(n) {
-            // As for iterators: the server reads no further than the promised length.
-            let mut probe = [0u8; 1];
-            loop {
-                match self.inner.read(&mut probe) {
-                    Ok(more) => {
-                        self.count.add(more);
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
+        } else {
+            self.count.add(n);
         }
         Ok(n)
     }

@@ -456,14 +456,22 @@ impl Loop {
                 }
             }
             // The connection was dropped in the unwind; its slot and socket remain.
-            Some(Slot::Live {
-                conn: None, stream, ..
-            }) => {
-                let stream = stream.clone();
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                self.vacate(token, &stream);
-            }
+            Some(Slot::Live { conn: None, .. }) => self.write_off(token),
             _ => {}
+        }
+    }
+
+    /// Ends a connection lost in an unwind (by the loop, or by the worker that had it):
+    /// its socket is shut and its slot freed, so the client sees the end and the
+    /// connection no longer counts.
+    pub(crate) fn write_off(&mut self, token: usize) {
+        if let Some(Slot::Live {
+            conn: None, stream, ..
+        }) = self.slots.get(token)
+        {
+            let stream = stream.clone();
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            self.vacate(token, &stream);
         }
     }
 

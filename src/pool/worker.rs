@@ -60,7 +60,11 @@ pub(crate) struct Busy {
     reported: AtomicBool,
     /// A replacement was started for this worker: it leaves the pool when it gets free.
     replaced: AtomicBool,
+    /// The slot of the connection the worker is serving ([`NOT_SERVING`] between jobs).
+    serving: AtomicUsize,
 }
+
+const NOT_SERVING: usize = usize::MAX;
 
 impl Default for Busy {
     fn default() -> Busy {
@@ -70,6 +74,7 @@ impl Default for Busy {
             epoch: Instant::now(),
             reported: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
+            serving: AtomicUsize::new(NOT_SERVING),
         }
     }
 }
@@ -128,6 +133,10 @@ impl Busy {
     /// Whether the gateway's code has run past `timeout` without returning: `Some(true)`
     /// the first time in a request (it is reported then), `Some(false)` after that.
     fn check(&self, timeout: Duration) -> Option<bool> {
+        // The clock is read holding the request: a request that ends and a next one that
+        // begins meanwhile cannot be taken for one stuck since the first began.
+        let current = self.current.lock();
+        let (method, uri) = current.as_ref()?;
         let since = self.running_since.load(Relaxed).checked_sub(1)?;
         let elapsed = self
             .epoch
@@ -136,8 +145,6 @@ impl Busy {
         if elapsed < timeout {
             return None;
         }
-        let current = self.current.lock();
-        let (method, uri) = current.as_ref()?;
         let first = !self.reported.swap(true, Relaxed);
         if first {
             tracing::error!(%method, target = %uri, elapsed_ms = elapsed.as_millis() as u64,
@@ -160,8 +167,19 @@ impl<G: Gateway> Drop for Leaving<'_, G> {
         let workers = self.workers;
         workers.busy.lock().retain(|b| !Arc::ptr_eq(b, self.busy));
         workers.shared.stats.workers.fetch_sub(1, Relaxed);
-        if std::thread::panicking() && !workers.shared.is_shutting_down() {
-            tracing::error!("a worker thread panicked; starting another in its place");
+        if !std::thread::panicking() {
+            return;
+        }
+        tracing::error!("a worker thread panicked; its connection is closed");
+        // The connection it served went down with it: the client is told by its end.
+        let token = self.busy.serving.swap(NOT_SERVING, Relaxed);
+        if token != NOT_SERVING {
+            workers.lp.lock().write_off(token);
+        }
+        if self.busy.replaced.load(Relaxed) {
+            // Its replacement is running already and keeps the capacity.
+            workers.extra.fetch_sub(1, Relaxed);
+        } else if !workers.shared.is_shutting_down() {
             if let Err(e) = workers.spawn() {
                 tracing::error!(error = %e, "cannot start a worker in place of one that panicked");
             }
@@ -229,11 +247,16 @@ impl<G: Gateway> Workers<G> {
         let busy = Arc::new(Busy::default());
         self.busy.lock().push(busy.clone());
         let workers = self.clone();
+        let own = busy.clone();
         let spawned = std::thread::Builder::new()
             .name("sgi-worker".into())
-            .spawn(move || workers.run(&busy));
-        if spawned.is_ok() {
-            self.shared.stats.workers.fetch_add(1, Relaxed);
+            .spawn(move || workers.run(&own));
+        match &spawned {
+            Ok(_) => {
+                self.shared.stats.workers.fetch_add(1, Relaxed);
+            }
+            // No thread: no entry left behind for the checks to visit.
+            Err(_) => self.busy.lock().retain(|b| !Arc::ptr_eq(b, &busy)),
         }
         spawned.map(drop)
     }
@@ -287,6 +310,7 @@ impl<G: Gateway> Workers<G> {
         } = job;
         stats.queued.fetch_sub(1, Relaxed);
         stats.active.fetch_add(1, Relaxed);
+        busy.serving.store(token, Relaxed);
         let next = loop {
             let next = conn.serve(ctx);
             // A pipelined request is served here, without a round trip through the loop,
@@ -304,6 +328,7 @@ impl<G: Gateway> Workers<G> {
         // Bytes the loop will not hear of (no new readiness event), or answers it must
         // write, need it woken.
         let more = conn.may_have_more() || conn.has_unsent();
+        busy.serving.store(NOT_SERVING, Relaxed);
         busy.end();
         stats.active.fetch_sub(1, Relaxed);
         let done = Done { token, conn, next };
