@@ -97,6 +97,9 @@ pub(crate) struct Shared {
     waker: Mutex<Option<Arc<mio::Waker>>>,
     /// The pool's keeper thread, which watches the workers and runs the shutdown.
     keeper: Mutex<Option<std::thread::Thread>>,
+    /// Errors any client can make the server log (a gateway that accepts every method
+    /// accepts `CONNECT` too): at most one a second.
+    pub(crate) client_made_errors: Mutex<Throttle>,
 }
 
 impl Shared {
@@ -115,6 +118,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             waker: Mutex::new(None),
             keeper: Mutex::new(None),
+            client_made_errors: Mutex::new(Throttle::default()),
         })
     }
 

@@ -806,6 +806,20 @@ fn a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open(backend: Backen
     assert!(reply.closes(), "{reply:?}");
     client.expect_closed();
     assert_logged(&["CONNECT"]);
+    // Any client can do this to a gateway that accepts every method: the error is logged
+    // at most once a second (with a count), not once per request.
+    for _ in 0..20 {
+        let mut client = server.connect();
+        client.send("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n");
+        assert_eq!(client.response().status, 501);
+    }
+    let logged = server_log()
+        .text()
+        .lines()
+        .filter(|line| line.contains("cannot open a tunnel"))
+        .count();
+    // Both backends' tests may run at once, each logging again after a second at most.
+    assert!(logged <= 6, "{logged} lines for 42 CONNECTs");
 }
 
 // --- Bodies of known length ----------------------------------------------------------------

@@ -573,10 +573,15 @@ impl<T: Transport> Conn<T> {
         // cannot be given: the client (or a proxy) would send tunnel bytes that the server
         // then read as requests.
         let (response, close) = if is_connect && response.status().is_success() {
-            tracing::error!(
-                status = response.status().as_u16(),
-                "gateway accepted a CONNECT, but sgi cannot open a tunnel; answering 501"
-            );
+            // Any client can send CONNECT to a gateway that accepts every method: logged
+            // at most once a second, with the count.
+            if let Some(count) = shared.client_made_errors.lock().pass() {
+                tracing::error!(
+                    status = response.status().as_u16(),
+                    count,
+                    "gateway accepted a CONNECT, but sgi cannot open a tunnel; answering 501"
+                );
+            }
             send::drop_replaced(response);
             (error_response(StatusCode::NOT_IMPLEMENTED), true)
         } else {
