@@ -479,7 +479,9 @@ impl<T: Transport> Conn<T> {
             expect_continue,
             ..
         } = head;
-        let had_body = framing != Framing::None;
+        // Buggy HTTP/1.0 clients send a CRLF after a POST body (RFC 9112 §2.2; an HTTP/1.1
+        // client must not), which may come after the close.
+        let crlf_may_follow = version == Version::HTTP_10 && framing != Framing::None;
         self.body = BodyState::new(framing, expect_continue);
         if !config.script_name.is_empty() {
             if let Some(under) = crate::middleware::under_prefix(&uri, &config.script_name) {
@@ -604,10 +606,10 @@ impl<T: Transport> Conn<T> {
             keep_alive = reader.drain(DRAIN_BUDGET);
         }
         // Bytes may still be on their way (the rest of the body, requests pipelined by a
-        // client that did not ask for the close, or the CRLF an HTTP/1.0 client may add
-        // after a body, RFC 9112 §2.2, which can come after the close): a closing connection
+        // client that did not ask for the close, or that CRLF): a closing connection
         // lingers, so the client reads this response instead of a reset (RFC 9112 §9.6).
-        let unread = !self.body.is_done() || client_may_send || had_body || self.may_have_more();
+        let unread =
+            !self.body.is_done() || client_may_send || crlf_may_follow || self.may_have_more();
         let mut sent = self.send_response(response, version, is_head, keep_alive, ctx.worker);
         // Bytes already sent after a bodiless request the client asked to be the last would
         // make the close a reset too: a peek tells.

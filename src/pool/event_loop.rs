@@ -103,6 +103,8 @@ pub(crate) struct Loop {
     turned: Instant,
     /// A poll failure that ended the loop; `serve` returns it.
     pub(crate) failed: Option<io::Error>,
+    /// The shutdown deadline passed and every connection was written off at once.
+    cut_all: bool,
 }
 
 pub(crate) fn run<G: Gateway>(
@@ -196,6 +198,7 @@ impl Loop {
             next_tick: Instant::now() + TICK,
             turned: Instant::now(),
             failed: None,
+            cut_all: false,
         }
     }
 
@@ -465,6 +468,10 @@ impl Loop {
     /// its socket is shut and its slot freed, so the client sees the end and the
     /// connection no longer counts.
     pub(crate) fn write_off(&mut self, token: usize) {
+        if self.cut_all {
+            // Past the shutdown deadline: written off with every other one already.
+            return;
+        }
         if let Some(Slot::Live {
             conn: None, stream, ..
         }) = self.slots.get(token)
@@ -850,6 +857,7 @@ impl Loop {
             }
             self.shared.stats.queued.fetch_sub(dropped, Relaxed);
             // Cut, so no longer open (workers still holding one drop it when they finish).
+            self.cut_all = true;
             self.open = 0;
             self.shared.stats.open.store(0, Relaxed);
         }

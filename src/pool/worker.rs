@@ -165,25 +165,30 @@ struct Leaving<'a, G: Gateway> {
 impl<G: Gateway> Drop for Leaving<'_, G> {
     fn drop(&mut self) {
         let workers = self.workers;
-        workers.busy.lock().retain(|b| !Arc::ptr_eq(b, self.busy));
-        workers.shared.stats.workers.fetch_sub(1, Relaxed);
-        if !std::thread::panicking() {
-            return;
-        }
-        tracing::error!("a worker thread panicked; its connection is closed");
-        // The connection it served went down with it: the client is told by its end.
-        let token = self.busy.serving.swap(NOT_SERVING, Relaxed);
-        if token != NOT_SERVING {
-            workers.lp.lock().write_off(token);
-        }
-        if self.busy.replaced.load(Relaxed) {
-            // Its replacement is running already and keeps the capacity.
-            workers.extra.fetch_sub(1, Relaxed);
-        } else if !workers.shared.is_shutting_down() {
-            if let Err(e) = workers.spawn() {
-                tracing::error!(error = %e, "cannot start a worker in place of one that panicked");
+        if std::thread::panicking() {
+            tracing::error!("a worker thread panicked; its connection is closed");
+            // The connection it served went down with it: the client is told by its end.
+            let token = self.busy.serving.swap(NOT_SERVING, Relaxed);
+            if token != NOT_SERVING {
+                workers.shared.stats.active.fetch_sub(1, Relaxed);
+                workers.lp.lock().write_off(token);
+            }
+            // Read holding its request, as `supervise` decides holding it.
+            let replaced = {
+                let _request = self.busy.current.lock();
+                self.busy.replaced.load(Relaxed)
+            };
+            if replaced {
+                // Its replacement is running already and keeps the capacity.
+                workers.extra.fetch_sub(1, Relaxed);
+            } else if !workers.shared.is_shutting_down() {
+                if let Err(e) = workers.spawn() {
+                    tracing::error!(error = %e, "cannot start a worker in place of one that panicked");
+                }
             }
         }
+        workers.busy.lock().retain(|b| !Arc::ptr_eq(b, self.busy));
+        workers.shared.stats.workers.fetch_sub(1, Relaxed);
     }
 }
 
@@ -313,6 +318,8 @@ impl<G: Gateway> Workers<G> {
         busy.serving.store(token, Relaxed);
         let next = loop {
             let next = conn.serve(ctx);
+            #[cfg(test)]
+            tests::panic_if_asked(self.shared.local_addr.port());
             // A pipelined request is served here, without a round trip through the loop,
             // unless the client is slow to take the answers (they wait in the loop).
             if next != Next::KeepAlive || conn.has_unsent() || !conn.next_pipelined(&self.shared) {
@@ -541,6 +548,103 @@ impl<G: Gateway> Workers<G> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Body, Config, PoolServer, Request, Response, Timeouts};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// The port of the pool whose workers are to panic in the server's own code (after
+    /// serving a request); 0 for none. Keyed by port: tests run side by side.
+    static PANIC_PORT: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn panic_if_asked(port: u16) {
+        if PANIC_PORT.load(SeqCst) == usize::from(port) {
+            panic!("a panic in the worker's own code, injected by a test");
+        }
+    }
+
+    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn get(addr: std::net::SocketAddr) -> TcpStream {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        client
+    }
+
+    #[test]
+    fn a_worker_unwound_while_serving_closes_its_connection_and_is_replaced() {
+        let server = PoolServer::bind_with("127.0.0.1:0", Config::default().workers(2)).unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let serving = std::thread::spawn(move || {
+            server.serve(|_req: Request<'_>| Response::new(Body::from("hi")))
+        });
+        PANIC_PORT.store(usize::from(addr.port()), SeqCst);
+        let mut client = get(addr);
+        // The connection went down with the worker: an orderly end, not a hang.
+        let mut rest = Vec::new();
+        assert!(client.read_to_end(&mut rest).is_ok());
+        wait_until("the slot is freed", || handle.stats().open_connections == 0);
+        wait_until("a worker takes its place", || handle.stats().workers == 2);
+        PANIC_PORT.store(0, SeqCst);
+        let mut client = get(addr);
+        let mut answer = [0u8; 512];
+        let n = client.read(&mut answer).unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+        wait_until("nothing runs", || {
+            let stats = handle.stats();
+            stats.open_connections == 1 && stats.busy_workers == 0
+        });
+        handle.shutdown();
+        serving.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_worker_unwound_during_shutdown_leaves_no_connection_counted() {
+        // The keeper holds the loop through the shutdown: the unwound worker can only
+        // write its connection off once the deadline has written off every one.
+        let timeouts = Timeouts {
+            shutdown: Duration::from_millis(300),
+            ..Timeouts::default()
+        };
+        let config = Config::default().workers(2).timeouts(timeouts);
+        let server = PoolServer::bind_with("127.0.0.1:0", config).unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, released) = (Mutex::new(entered_tx), Mutex::new(released));
+        let serving = std::thread::spawn(move || {
+            server.serve(move |_req: Request<'_>| {
+                entered_tx.lock().send(()).unwrap();
+                let _ = released.lock().recv();
+                Response::new(Body::from("hi"))
+            })
+        });
+        let mut client = get(addr);
+        entered.recv_timeout(Duration::from_secs(20)).unwrap();
+        let mut idle = TcpStream::connect(addr).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        wait_until("both are open", || handle.stats().open_connections == 2);
+        PANIC_PORT.store(usize::from(addr.port()), SeqCst);
+        handle.shutdown();
+        // The idle one's end: the keeper has the loop, for the shutdown.
+        let _ = idle.read_to_end(&mut Vec::new());
+        release.send(()).unwrap();
+        serving.join().unwrap().unwrap();
+        wait_until("every worker has left", || handle.stats().workers == 0);
+        assert_eq!(handle.stats().open_connections, 0);
+        let _ = client.read_to_end(&mut Vec::new());
+    }
 
     fn running(clock: &Busy) -> bool {
         clock.running_since.load(Relaxed) != 0
