@@ -173,9 +173,12 @@ impl<G: Gateway> Drop for Leaving<'_, G> {
                 workers.shared.stats.active.fetch_sub(1, Relaxed);
                 workers.lp.lock().write_off(token);
             }
-            // Read holding its request, as `supervise` decides holding it.
+            // Read holding its request, as `supervise` decides holding it; the request is
+            // over, so no later check can take this worker for a stuck one.
             let replaced = {
-                let _request = self.busy.current.lock();
+                let mut request = self.busy.current.lock();
+                request.take();
+                self.busy.pause();
                 self.busy.replaced.load(Relaxed)
             };
             if replaced {
@@ -552,13 +555,23 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
-    /// The port of the pool whose workers are to panic in the server's own code (after
-    /// serving a request); 0 for none. Keyed by port: tests run side by side.
-    static PANIC_PORT: AtomicUsize = AtomicUsize::new(0);
+    /// The ports of the pools whose workers are to panic in the server's own code (after
+    /// serving a request), and of those that did. Keyed by port: tests run side by side.
+    static PANIC_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static PANICKED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
     pub(super) fn panic_if_asked(port: u16) {
-        if PANIC_PORT.load(SeqCst) == usize::from(port) {
+        if PANIC_PORTS.lock().contains(&port) {
+            PANICKED.lock().push(port);
             panic!("a panic in the worker's own code, injected by a test");
+        }
+    }
+
+    fn panic_on(port: u16, wanted: bool) {
+        let mut ports = PANIC_PORTS.lock();
+        ports.retain(|&p| p != port);
+        if wanted {
+            ports.push(port);
         }
     }
 
@@ -583,19 +596,20 @@ mod tests {
 
     #[test]
     fn a_worker_unwound_while_serving_closes_its_connection_and_is_replaced() {
-        let server = PoolServer::bind_with("127.0.0.1:0", Config::default().workers(2)).unwrap();
+        // One worker: the next request is served only if another took its place.
+        let server = PoolServer::bind_with("127.0.0.1:0", Config::default().workers(1)).unwrap();
         let (addr, handle) = (server.local_addr(), server.handle());
         let serving = std::thread::spawn(move || {
             server.serve(|_req: Request<'_>| Response::new(Body::from("hi")))
         });
-        PANIC_PORT.store(usize::from(addr.port()), SeqCst);
+        panic_on(addr.port(), true);
         let mut client = get(addr);
         // The connection went down with the worker: an orderly end, not a hang.
         let mut rest = Vec::new();
         assert!(client.read_to_end(&mut rest).is_ok());
+        assert!(PANICKED.lock().contains(&addr.port()));
         wait_until("the slot is freed", || handle.stats().open_connections == 0);
-        wait_until("a worker takes its place", || handle.stats().workers == 2);
-        PANIC_PORT.store(0, SeqCst);
+        panic_on(addr.port(), false);
         let mut client = get(addr);
         let mut answer = [0u8; 512];
         let n = client.read(&mut answer).unwrap();
@@ -635,13 +649,15 @@ mod tests {
         idle.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         wait_until("both are open", || handle.stats().open_connections == 2);
-        PANIC_PORT.store(usize::from(addr.port()), SeqCst);
+        panic_on(addr.port(), true);
         handle.shutdown();
         // The idle one's end: the keeper has the loop, for the shutdown.
         let _ = idle.read_to_end(&mut Vec::new());
         release.send(()).unwrap();
         serving.join().unwrap().unwrap();
         wait_until("every worker has left", || handle.stats().workers == 0);
+        panic_on(addr.port(), false);
+        assert!(PANICKED.lock().contains(&addr.port()), "no worker panicked");
         assert_eq!(handle.stats().open_connections, 0);
         let _ = client.read_to_end(&mut Vec::new());
     }
