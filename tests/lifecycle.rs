@@ -337,8 +337,8 @@ fn answers_408_when_a_body_stalls_past_the_body_timeout(backend: Backend) {
     client.expect_closed();
 }
 
-/// At least 1,000 bytes a second after the first half second: a body above 16 KiB, so the
-/// pool's gateway reads it on a worker (smaller ones the event loop takes in first).
+/// At least 1,000 bytes a second after the first half second (a body above 16 KiB is read
+/// by the pool's gateway on a worker; smaller ones the event loop takes in first).
 fn with_min_body_rate() -> Config {
     let mut config = with_timeouts(|t| t.body_grace = Duration::from_millis(500));
     config.limits.min_body_rate = 1000;
@@ -346,10 +346,17 @@ fn with_min_body_rate() -> Config {
 }
 
 fn answers_408_when_a_body_trickles_below_the_minimum_rate(backend: Backend) {
-    // Each byte comes well within the body timeout (30 s): only the rate can end this.
+    assert_408_for_a_body_trickled(backend, 100_000);
+}
+
+/// Sends a body of `len` bytes a byte every 50 ms, each well within the body timeout
+/// (30 s): only the minimum rate can end it, with a 408.
+fn assert_408_for_a_body_trickled(backend: Backend, len: usize) {
     let server = start(backend, with_min_body_rate(), support::echo);
     let mut client = server.connect();
-    client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\na");
+    client.send(format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\na"
+    ));
     let trickler = Trickler::start(&client, Duration::from_secs(8));
     let reply = client.response();
     trickler.stop();
@@ -360,14 +367,7 @@ fn answers_408_when_a_body_trickles_below_the_minimum_rate(backend: Backend) {
 fn answers_408_when_a_small_body_trickles_below_the_minimum_rate(backend: Backend) {
     // Small enough for the pool's event loop to take in before a worker serves it: that
     // costs no worker, but a connection all the same, so the same rate holds.
-    let server = start(backend, with_min_body_rate(), support::echo);
-    let mut client = server.connect();
-    client.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\na");
-    let trickler = Trickler::start(&client, Duration::from_secs(8));
-    let reply = client.response();
-    trickler.stop();
-    assert_eq!(reply.status, 408, "{reply:?}");
-    assert!(reply.closes(), "{reply:?}");
+    assert_408_for_a_body_trickled(backend, 10_000);
 }
 
 /// Sends a byte every 50 ms (20 a second) on `client`'s socket from a thread, for at most

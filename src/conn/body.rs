@@ -58,6 +58,23 @@ impl BodyError {
     }
 }
 
+/// How long the server may have waited for a body of which `read` bytes have come, at
+/// [`Limits::min_body_rate`](crate::Limits) after the grace; `None` when there is no
+/// minimum rate.
+pub(crate) fn rate_allowance(config: &Config, read: u64) -> Option<Duration> {
+    let rate = config.limits.min_body_rate;
+    if rate == 0 {
+        return None;
+    }
+    let for_bytes = Duration::try_from_secs_f64(read as f64 / f64::from(rate));
+    Some(
+        config
+            .timeouts
+            .body_grace
+            .saturating_add(for_bytes.unwrap_or(Duration::MAX)),
+    )
+}
+
 #[derive(Debug)]
 pub(crate) struct BodyState {
     pub(crate) kind: BodyKind,
@@ -170,14 +187,10 @@ impl<T: Transport> BodyReader<'_, T> {
     /// allows (then also `true`).
     fn body_wait(&mut self) -> (Duration, bool) {
         let timeout = self.config.timeouts.body;
-        let rate = self.config.limits.min_body_rate;
-        if rate == 0 {
-            return (timeout, false);
-        }
         let (waited, read) = self.conn.body.arrival;
-        let for_bytes = Duration::try_from_secs_f64(read as f64 / f64::from(rate));
-        let allowed =
-            (self.config.timeouts.body_grace).saturating_add(for_bytes.unwrap_or(Duration::MAX));
+        let Some(allowed) = rate_allowance(self.config, read) else {
+            return (timeout, false);
+        };
         let left = allowed.saturating_sub(waited);
         (timeout.min(left), left < timeout)
     }

@@ -15,7 +15,7 @@ mod send;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Response as HttpResponse, StatusCode, Version};
 
@@ -280,14 +280,9 @@ impl<T: Transport> Conn<T> {
     /// reads, so a client cannot hold a connection for days by trickling one. `None` when
     /// no body is awaited or the rate is off.
     pub(crate) fn body_rate_deadline(&self, shared: &Shared) -> Option<Instant> {
-        let (limits, timeouts) = (&shared.config.limits, &shared.config.timeouts);
         let (awaited, head_len) = (self.body_awaited?, self.head_len?);
-        if limits.min_body_rate == 0 {
-            return None;
-        }
         let read = self.buf.filled().len().saturating_sub(head_len);
-        let for_bytes = Duration::from_secs_f64(read as f64 / f64::from(limits.min_body_rate));
-        awaited.checked_add(timeouts.body_grace.saturating_add(for_bytes))
+        awaited.checked_add(body::rate_allowance(&shared.config, read as u64)?)
     }
 
     /// Blocks until a complete head is buffered, within the idle and head timeouts.
