@@ -79,25 +79,6 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// Whether bytes wait to be read now: one `MSG_PEEK`, which never blocks. For the rare
-    /// checks that must not take a connection with a request on its way for an idle one,
-    /// or close it with bytes unread (which would be a reset).
-    pub(crate) fn has_bytes_waiting(&self) -> bool {
-        if self.nonblocking {
-            return matches!(self.tcp.peek(&mut [0u8]), Ok(n) if n > 0);
-        }
-        #[cfg(target_os = "linux")]
-        return matches!(
-            socket2::SockRef::from(&*self.tcp).recv_with_flags(
-                &mut [std::mem::MaybeUninit::uninit()],
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            ),
-            Ok(n) if n > 0
-        );
-        #[cfg(not(target_os = "linux"))]
-        false
-    }
-
     /// Wraps an accepted stream; `write_timeout` is set once, here.
     pub(crate) fn new(
         tcp: TcpStream,
@@ -188,8 +169,22 @@ impl Transport for Socket {
         self.reset
     }
 
+    /// One `MSG_PEEK`, which never blocks: for the rare checks that must not take a
+    /// connection with a request on its way for an idle one, or close it with bytes unread.
     fn bytes_waiting(&self) -> bool {
-        self.has_bytes_waiting()
+        if self.nonblocking {
+            return matches!(self.tcp.peek(&mut [0u8]), Ok(n) if n > 0);
+        }
+        #[cfg(target_os = "linux")]
+        return matches!(
+            socket2::SockRef::from(&*self.tcp).recv_with_flags(
+                &mut [std::mem::MaybeUninit::uninit()],
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            ),
+            Ok(n) if n > 0
+        );
+        #[cfg(not(target_os = "linux"))]
+        false
     }
 
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

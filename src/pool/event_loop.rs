@@ -31,7 +31,7 @@ use super::worker::{Done, Job, Workers};
 use crate::conn::{Conn, Head, Next};
 use crate::linger::Linger;
 use crate::server::{listening_poll, AcceptErrors, Shared, Throttle};
-use crate::transport::Socket;
+use crate::transport::{Socket, Transport};
 use crate::Gateway;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -334,7 +334,7 @@ impl Loop {
             }) = self.slots.get(token)
             {
                 // A request that arrived since (its event not yet handled) keeps it.
-                if *since == parked && conn.is_idle() && !conn.io.has_bytes_waiting() {
+                if *since == parked && conn.is_idle() && !conn.io.bytes_waiting() {
                     return Some((token, parked));
                 }
             }
