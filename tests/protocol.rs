@@ -212,19 +212,28 @@ fn a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_request(backend: Ba
     gate.wait_for_waiting(1);
     stream.write_all(b"\r\n").unwrap();
     gate.open();
-    let mut got = Vec::new();
+    assert_whole_answer_ends_in_order(&mut stream, Vec::new(), LEN);
+}
+
+/// Reads the rest of an answer (`got` holds its start) to the connection's end, which must
+/// be an orderly one, and checks that its body is `len` bytes whole.
+fn assert_whole_answer_ends_in_order(
+    stream: &mut std::net::TcpStream,
+    mut got: Vec<u8>,
+    len: usize,
+) {
     stream
         .read_to_end(&mut got)
         .expect("the answer ends in an orderly close, not a reset");
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(got.len() - head_end, LEN, "the whole body arrived");
+    assert_eq!(got.len() - head_end, len, "the whole body arrived");
 }
 
 fn a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_close(backend: Backend) {
     // The same CRLF, arriving once the server has written the whole answer to its socket
     // and closed: the client's small receive window keeps most of the answer queued in the
     // server's kernel, and bytes reaching a closed socket make Linux reset it, throwing
-    // that away. A request with a body closes with a lingering close for this.
+    // that away. An HTTP/1.0 request with a body closes with a lingering close for this.
     const LEN: usize = 256 << 10;
     let server = start(backend, config(), move |mut req: Request<'_>| {
         let mut body = Vec::new();
@@ -246,11 +255,7 @@ fn a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_close(backend: Back
         server.handle.stats().open_connections == 0
     });
     stream.write_all(b"\r\n").unwrap();
-    stream
-        .read_to_end(&mut got)
-        .expect("the answer ends in an orderly close, not a reset");
-    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(got.len() - head_end, LEN, "the whole body arrived");
+    assert_whole_answer_ends_in_order(&mut stream, got, LEN);
 }
 
 fn a_panic_dropping_an_unsent_body_spares_the_response(backend: Backend) {

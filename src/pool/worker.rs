@@ -190,7 +190,7 @@ impl<G: Gateway> Drop for Leaving<'_, G> {
                 }
             }
         }
-        workers.busy.lock().retain(|b| !Arc::ptr_eq(b, self.busy));
+        workers.forget(self.busy);
         workers.shared.stats.workers.fetch_sub(1, Relaxed);
     }
 }
@@ -264,9 +264,14 @@ impl<G: Gateway> Workers<G> {
                 self.shared.stats.workers.fetch_add(1, Relaxed);
             }
             // No thread: no entry left behind for the checks to visit.
-            Err(_) => self.busy.lock().retain(|b| !Arc::ptr_eq(b, &busy)),
+            Err(_) => self.forget(&busy),
         }
         spawned.map(drop)
+    }
+
+    /// Takes a worker that is gone (or never started) off the list the stuck checks visit.
+    fn forget(&self, busy: &Arc<Busy>) {
+        self.busy.lock().retain(|b| !Arc::ptr_eq(b, busy));
     }
 
     fn run(self: &Arc<Self>, busy: &Arc<Busy>) {
