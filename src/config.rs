@@ -188,19 +188,22 @@ pub struct Config {
     /// fields should log the client's address itself. Default true.
     pub access_log: bool,
     /// Whether the [`PoolServer`](crate::PoolServer)'s workers run under Linux's
-    /// `SCHED_BATCH` policy. Default true.
+    /// `SCHED_BATCH` policy. Default false.
     ///
     /// Such threads keep their fair share of the CPU but do not preempt the running thread
-    /// when they wake, so on a busy core the worker woken to stand by at the event loop
-    /// does not interrupt the one serving requests (see the `pool` module). A woken thread
-    /// may then wait for the running one to block or finish its time slice (a few
-    /// milliseconds at most), which only matters when the core is saturated. Threads
-    /// already under another policy keep it. No effect on other systems or on the dev
-    /// server.
+    /// when they wake, so on a saturated core the worker woken to stand by at the event loop
+    /// does not interrupt the one serving requests (see the `pool` module). The price is
+    /// paid whenever the core has anything else to run, even a `nice 19` build: every
+    /// wake-up of a worker (a request arriving at an idle server) then waits for the
+    /// running task's time slice to end, about a scheduler tick. In one measurement with
+    /// a niced compiler sharing the server's core, one connection's median latency went
+    /// from 58 µs to 1.08 ms (BENCHMARKS.md). Turn it on only for a server that has its
+    /// cores to itself and runs them saturated. Threads already under another policy keep
+    /// it. No effect on other systems or on the dev server.
     ///
     /// Threads a gateway starts from a worker (a connection pool's, a runtime's) inherit
     /// the policy, as Linux threads do; a gateway that wants them under the normal policy
-    /// starts them elsewhere (from `main`, before `serve`) or turns this off.
+    /// starts them elsewhere (from `main`, before `serve`).
     pub batch_scheduling: bool,
 }
 
@@ -216,7 +219,7 @@ impl Default for Config {
             script_name: Arc::from(""),
             server_name: None,
             access_log: true,
-            batch_scheduling: true,
+            batch_scheduling: false,
         }
     }
 }
@@ -301,8 +304,8 @@ impl Config {
     /// [`batch_scheduling`](Config#structfield.batch_scheduling)).
     ///
     /// ```
-    /// let config = sgi::Config::default().batch_scheduling(false);
-    /// assert!(!config.batch_scheduling);
+    /// let config = sgi::Config::default().batch_scheduling(true);
+    /// assert!(config.batch_scheduling);
     /// ```
     pub fn batch_scheduling(mut self, on: bool) -> Self {
         self.batch_scheduling = on;

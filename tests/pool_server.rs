@@ -1074,6 +1074,31 @@ fn a_pipelined_burst_larger_than_the_read_buffer_is_served_without_stalls() {
     assert!(took < Duration::from_secs(2), "the burst took {took:?}");
 }
 
+/// The scheduling policy of the thread a gateway runs on, from `/proc` (0 is Linux's
+/// `SCHED_OTHER`, 3 its `SCHED_BATCH`).
+#[cfg(target_os = "linux")]
+fn policy_of_the_serving_thread(_req: Request<'_>) -> Response {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read the thread's stat");
+    // Field 41 (`policy`); the fields after the command name's closing parenthesis start at 3.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let policy = after_name.split(' ').nth(41 - 3).expect("a policy field");
+    Response::new(Body::from(policy.to_owned()))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_keep_the_default_scheduling_policy_unless_batch_is_asked_for() {
+    // Under SCHED_BATCH a worker woken by a request waits for anything else on its core
+    // (a niced build: about a scheduler tick per request), so it is not the default.
+    for (config, policy) in [(config(), "0"), (config().batch_scheduling(true), "3")] {
+        let pool = serve(config, policy_of_the_serving_thread);
+        let mut client = pool.connect();
+        client.send(get("/policy"));
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text().as_str()), (200, policy));
+    }
+}
+
 #[test]
 fn a_pool_configured_with_zero_workers_or_connections_still_serves() {
     // The fields are public, so the setters' clamp to 1 can be bypassed.

@@ -12,8 +12,8 @@
 //! The loop has no thread of its own (leader/follower): an idle worker polls it and serves
 //! the requests it found, so on a busy core a request is read, served and answered by one
 //! thread with no hand-off. Before a gateway runs, an idle worker is woken to take the loop
-//! over, so a gateway that blocks holds up nothing else; on a busy core that worker, under
-//! `SCHED_BATCH`, runs only once the serving one blocks. The thread that called
+//! over, so a gateway that blocks holds up nothing else (where the process has one CPU,
+//! the keeper below stands in for that wake-up). The thread that called
 //! [`PoolServer::serve`] is the keeper: when every worker is busy it takes the loop's turn
 //! each tick (timers, accepting, stuck-worker checks), and it runs the graceful shutdown.
 
