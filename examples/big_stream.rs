@@ -15,7 +15,7 @@
 
 mod common;
 
-use bytes::Bytes;
+use sgi::bytes::Bytes;
 use sgi::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use sgi::{gateway_fn, Body, Config};
 

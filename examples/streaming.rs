@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use sgi::bytes::Bytes;
 use sgi::http::header::CONTENT_TYPE;
 use sgi::{Body, Config, Request, Response};
 

@@ -10,13 +10,52 @@ use bytes::Bytes;
 /// transfer coding on HTTP/1.1 (and a close-delimited body on HTTP/1.0).
 ///
 /// ```
-/// use bytes::Bytes;
+/// use sgi::bytes::Bytes;
 /// use sgi::Body;
 ///
 /// assert_eq!(Body::empty().len(), Some(0));
 /// assert_eq!(Body::from("hello").len(), Some(5));
 /// let streamed = Body::from_iter(vec![Ok(Bytes::from("a")), Ok(Bytes::from("b"))]);
 /// assert_eq!(streamed.len(), None);
+/// ```
+///
+/// # When the server is done with a body
+///
+/// Where WSGI calls the iterable's `close()`, the server drops the body, and with it the
+/// iterator or reader inside: once its last piece is pulled, once a body of known length
+/// has been sent whole (it is not asked for more, so an iterator then never yields
+/// `None`), when the answer has no body (`HEAD`, `304`), or when it is cut short (the client
+/// left, a timeout, a shutdown). Code that must run when a response is over, such as
+/// handing back a database connection a streamed body reads from, goes in a `Drop`:
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use sgi::{Body, Request, Response, TestClient};
+///
+/// struct Release(Arc<AtomicBool>);
+/// impl Drop for Release {
+///     fn drop(&mut self) {
+///         self.0.store(true, Ordering::SeqCst);
+///     }
+/// }
+///
+/// let released = Arc::new(AtomicBool::new(false));
+/// let app = {
+///     let released = released.clone();
+///     move |_req: Request<'_>| {
+///         let guard = Release(released.clone());
+///         Response::new(Body::from_iter(["a", "b"].into_iter().map(move |s| {
+///             let _held = &guard;
+///             Ok(s.into())
+///         })))
+///     }
+/// };
+/// let client = TestClient::new(app);
+/// assert_eq!(client.get("/").send().body(), "ab");
+/// assert!(released.swap(false, Ordering::SeqCst));
+/// assert_eq!(client.head("/").send().status(), 200); // never pulled, still dropped
+/// assert!(released.load(Ordering::SeqCst));
 /// ```
 pub struct Body {
     pub(crate) kind: Kind,
@@ -60,7 +99,7 @@ impl Body {
     /// [`waiting`](crate::waiting)).
     ///
     /// ```
-    /// use bytes::Bytes;
+    /// use sgi::bytes::Bytes;
     /// let body = sgi::Body::from_iter((0..3).map(|i| Ok(Bytes::from(format!("line {i}\n")))));
     /// # drop(body);
     /// ```
@@ -100,9 +139,17 @@ impl Body {
     ///
     /// A file whose size says nothing of what it reads (a pipe, a device, or a `/proc`
     /// file, which reports a size of 0) is sent as a reader of unknown length, to its end.
+    /// A directory is an error (`InvalidInput`), before any answer is promised:
+    ///
+    /// ```
+    /// let dir = std::fs::File::open(std::env::temp_dir())?;
+    /// let refused = sgi::Body::from_file(dir).unwrap_err();
+    /// assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn from_file(mut file: File) -> io::Result<Body> {
         use std::io::Seek;
-        let meta = file.metadata()?;
+        let meta = file_metadata(&file)?;
         if !meta.is_file() || (meta.len() == 0 && !is_empty(&mut file)?) {
             return Ok(Body::from_reader(file, None));
         }
@@ -137,10 +184,10 @@ impl Body {
     ///
     /// Of a file whose size says nothing of what it reads (see [`Body::from_file`]), up to
     /// `len` bytes from `start` are sent as a reader of unknown length (one that cannot
-    /// seek is an error).
+    /// seek is an error), and a directory is an error as in [`Body::from_file`].
     pub fn from_file_range(mut file: File, start: u64, len: u64) -> io::Result<Body> {
         use std::io::{Read, Seek, SeekFrom};
-        let meta = file.metadata()?;
+        let meta = file_metadata(&file)?;
         if !meta.is_file() || (meta.len() == 0 && !is_empty(&mut file)?) {
             file.seek(SeekFrom::Start(start))?;
             return Ok(Body::from_reader(file.take(len), None));
@@ -341,6 +388,19 @@ impl From<()> for Body {
 
 /// Whether a regular file that reports a size of 0 reads nothing either (a `/proc` file
 /// reports 0 and reads text); its position is left where it was.
+/// A file's metadata, or an error for a directory: it has no contents to send, and only
+/// reading it would tell (a `500` for `GET` where `HEAD` got the `200` promised).
+fn file_metadata(file: &File) -> io::Result<std::fs::Metadata> {
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a directory is not a file body",
+        ));
+    }
+    Ok(meta)
+}
+
 fn is_empty(file: &mut File) -> io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
     let pos = file.stream_position()?;

@@ -24,7 +24,9 @@ pub struct Limits {
     pub max_body: Option<u64>,
     /// Request bodies up to this size are read whole by the pool's event loop before a
     /// worker takes the request, so a slow upload holds no worker (larger ones are
-    /// streamed by the worker). 0 turns this off. Default 16 KiB.
+    /// streamed by the worker). A chunked body is read until its end or this size. 0 turns
+    /// this off, for gateways that read a body while it is still being produced (see
+    /// [`Input`](crate::Input)). Default 16 KiB.
     pub max_buffered_body: usize,
     /// Slowest average rate, in bytes per second, at which a request body must arrive once
     /// [`Timeouts::body_grace`] has passed (408 below it), as Kestrel does: a client that
@@ -156,6 +158,11 @@ pub struct Config {
     /// At the cap the dev server answers newcomers `503`. The pool closes the connection
     /// idle longest between requests to let a newcomer in (as nginx reuses keep-alive
     /// connections); while none is idle, newcomers wait in the kernel's backlog.
+    ///
+    /// An idle connection costs the pool about 2 KiB; one whose request is still arriving
+    /// holds what it has sent, up to [`Limits::max_head`] + [`Limits::max_buffered_body`]
+    /// (80 KiB by default). Where the descriptor limit is in the hundreds of thousands (as
+    /// under systemd or in containers), set a cap that this worst case fits in memory.
     pub max_connections: Option<usize>,
     /// Listen backlog. Default 1024.
     pub backlog: i32,

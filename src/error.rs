@@ -4,8 +4,9 @@ use http::StatusCode;
 
 /// Everything that can go wrong between the socket and the gateway.
 ///
-/// Protocol errors carry the status the server answers with before closing the connection
-/// ([`Error::status`]); I/O errors and timeouts close the connection without an answer.
+/// Each carries the status the server answers with, if the client is still there to hear
+/// it, before closing the connection ([`Error::status`]: `408` for a timeout); an I/O
+/// error of the socket closes it without an answer.
 ///
 /// ```
 /// use sgi::Error;

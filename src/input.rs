@@ -34,10 +34,19 @@ pub(crate) trait Source {
 /// | breaks the chunked coding | `InvalidData` | `BadChunk` | `400` |
 /// | sends trailers over the head limits | `InvalidData` | `HeadTooLarge` | `431` |
 /// | pauses past [`Timeouts::body`](crate::Timeouts) | `TimedOut` | `Timeout` | `408` |
+/// | sends slower than [`Limits::min_body_rate`](crate::Limits) on average, after [`Timeouts::body_grace`](crate::Timeouts) | `TimedOut` | `Timeout` | `408` |
 /// | closes before the body's end | `UnexpectedEof` | `Incomplete` | nothing (it is gone) |
+/// | resets the connection | `ConnectionReset` (the socket's own error) | none | nothing |
 ///
 /// A body whose declared `Content-Length` is over `max_body` is refused with `413` before
 /// the gateway is called at all.
+///
+/// On the [`PoolServer`](crate::PoolServer), a body of up to
+/// [`Limits::max_buffered_body`](crate::Limits) (16 KiB), with either framing, has arrived
+/// whole before the gateway is called, so a slow upload holds no worker. A gateway that
+/// reads a body as a stream while the client is still producing it (a log or NDJSON feed
+/// sent chunked over minutes) needs `max_buffered_body` 0, so that it gets the request at
+/// once, and a `min_body_rate` the feed keeps to (or 0).
 ///
 /// ```
 /// use std::io::Read;
@@ -152,6 +161,10 @@ impl fmt::Debug for Input<'_> {
 
 impl Read for Input<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            // Nothing asked, nothing waited for (no `100 Continue`, no timeout).
+            return Ok(0);
+        }
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
         buf[..n].copy_from_slice(&available[..n]);

@@ -5,8 +5,10 @@
 //! What memory cannot show: the whole request is in before the gateway runs, and the input
 //! ends after it, as if the client had sent everything and then closed its side. So
 //! - no timeout applies (a request cut short is not answered: see [`TestRequest::send`]);
-//! - `Expect: 100-continue` sends no `100 Continue` (the body is already there), and
-//!   [`TestResponse`] skips interim responses anyway;
+//! - `Expect: 100-continue` sends a `100 Continue` only for a body larger than the
+//!   server's first read (about 80 KiB, head included), as the rest is then not yet
+//!   "there"; [`TestResponse`] skips interim responses anyway ([`TestClient::raw`] shows
+//!   them);
 //! - a panic in the gateway's code (its call, its body, their `Drop`) fails the test: the
 //!   exchange runs to its end as on a server (`500`, or a cut response), then the panic
 //!   is raised again in the test, as Werkzeug's test client re-raises an app's exception;

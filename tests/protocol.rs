@@ -39,6 +39,7 @@ on_every_backend!(
     responses_carry_a_date_header,
     expect_100_continue_is_answered_before_the_body,
     expected_body_left_unread_closes_without_100_continue,
+    a_read_into_an_empty_buffer_asks_the_client_for_nothing,
     ignores_100_continue_from_an_http10_client,
     interim_100_continue_never_overtakes_an_earlier_pipelined_response,
     unread_body_is_drained_before_the_next_request,
@@ -808,6 +809,19 @@ fn expected_body_left_unread_closes_without_100_continue(backend: Backend) {
         reply.headers
     );
     client.expect_closed();
+}
+
+fn a_read_into_an_empty_buffer_asks_the_client_for_nothing(backend: Backend) {
+    // `read(&mut [])` returns 0 at once (as `Read` has it): no `100 Continue`, no wait for
+    // a body the client holds back until it hears one.
+    let server = start(backend, config(), |mut req: Request<'_>| {
+        let n = io::Read::read(req.body_mut(), &mut []).expect("an empty read");
+        Response::new(Body::from(format!("read {n}")))
+    });
+    let mut client = server.connect();
+    client.send("PUT /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let reply = client.response();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "read 0"));
 }
 
 fn ignores_100_continue_from_an_http10_client(backend: Backend) {

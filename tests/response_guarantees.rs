@@ -42,6 +42,7 @@ on_every_backend!(
     a_2xx_answer_to_connect_is_answered_501_as_no_tunnel_can_open,
     a_reader_is_read_no_further_than_its_length,
     a_body_of_known_length_is_not_pulled_past_it,
+    the_server_drops_every_body_once_done_with_it,
 );
 
 // --- The log -------------------------------------------------------------------------------
@@ -922,5 +923,77 @@ fn a_body_of_known_length_is_not_pulled_past_it(backend: Backend) {
             [want.len().to_string()],
             "{target}"
         );
+    }
+}
+
+fn the_server_drops_every_body_once_done_with_it(backend: Backend) {
+    // WSGI's `close()`: code that must run when a response is over lives in a `Drop` of its
+    // body's iterator, and runs whether the body was pulled to its end, sent whole at its
+    // declared length (never asked for more), not sent at all (`HEAD`) or cut short.
+    struct Done(Arc<AtomicU64>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let server = serve(backend, {
+        let done = done.clone();
+        move |req| {
+            let guard = Done(done.clone());
+            let mut pieces = vec![Ok(Bytes::from_static(b"hello"))];
+            if req.uri().path() == "/failing" {
+                pieces.push(Err(io::Error::other(
+                    "the body fails after its first piece",
+                )));
+            }
+            let mut pieces = pieces.into_iter();
+            let pieces = std::iter::from_fn(move || {
+                let _held = &guard;
+                pieces.next()
+            });
+            let mut res = Response::new(Body::from_iter(pieces));
+            if req.uri().path() == "/known" {
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(5));
+            }
+            res
+        }
+    });
+    for (i, request) in [
+        get("/chunked"),
+        get("/known"),
+        head("/known"),
+        get("/failing"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut client = server.connect();
+        client.send(request);
+        if request.starts_with("HEAD") {
+            assert_eq!(client.head_response().status, 200);
+        } else if request.contains("/failing") {
+            // Cut after its head and first piece: the client sees no orderly end.
+            let wire = client.read_to_end();
+            assert!(wire.starts_with(b"HTTP/1.1 200 "), "{wire:?}");
+        } else {
+            assert_eq!(client.response().text(), "hello", "{request:?}");
+        }
+        let dropped = i as u64 + 1;
+        support::wait_until("the body is dropped", || done.load(SeqCst) == dropped);
+    }
+}
+
+#[test]
+fn a_directory_is_refused_as_a_file_body() {
+    // Its metadata has a size, but reading it fails: taken as a file, `GET` would get a 500
+    // where `HEAD` was promised a 200. The gateway hears of it before it answers.
+    let dir = || std::fs::File::open(std::env::temp_dir()).unwrap();
+    for refused in [
+        Body::from_file(dir()).unwrap_err(),
+        Body::from_file_range(dir(), 0, 10).unwrap_err(),
+    ] {
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidInput, "{refused}");
     }
 }

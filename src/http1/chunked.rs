@@ -125,7 +125,8 @@ impl ChunkedDecoder {
                 let (size, extensions) = chunk_size(&buf[..line])?;
                 self.extension_bytes += extensions;
                 if self.extension_bytes > MAX_EXTENSIONS {
-                    return Err(Error::BodyTooLarge);
+                    // Framing out of proportion, not a large body: 400, not 413.
+                    return Err(Error::BadChunk("chunk extensions over limit"));
                 }
                 // A chunk that would take the body over its limit is refused now, not after
                 // its data has been read (as a `Content-Length` over it is).
@@ -165,9 +166,11 @@ impl ChunkedDecoder {
     }
 
     /// Records that `n` bytes of the data last reported by [`step`](Self::step) were used.
+    /// More than the chunk has left counts as the rest of it: the decoder never skips past
+    /// a chunk's end into the framing.
     pub fn consume(&mut self, n: usize) {
         if let State::Data(remaining) = self.state {
-            let left = remaining - n as u64;
+            let left = remaining.saturating_sub(n as u64);
             self.state = if left == 0 {
                 State::DataEnd
             } else {
@@ -359,8 +362,22 @@ mod tests {
         assert_eq!(decode(body(4).as_bytes(), 1 << 20).unwrap(), b"xxxx");
         assert!(matches!(
             decode(body(5).as_bytes(), 1 << 20),
-            Err(Error::BodyTooLarge)
+            Err(Error::BadChunk("chunk extensions over limit"))
         ));
+    }
+
+    #[test]
+    fn consuming_past_a_chunk_ends_at_the_chunk() {
+        let input = b"3\r\nabc\r\n0\r\n\r\n";
+        let limits = Limits::default();
+        let mut dec = ChunkedDecoder::new();
+        assert_eq!(dec.step(input, &limits).unwrap(), Step::Framing(3));
+        assert_eq!(dec.step(&input[3..], &limits).unwrap(), Step::Data(3));
+        dec.consume(5);
+        // The CRLF after the data, then the last chunk: in step with the framing.
+        assert_eq!(dec.step(&input[6..], &limits).unwrap(), Step::Framing(2));
+        assert_eq!(dec.step(&input[8..], &limits).unwrap(), Step::Framing(3));
+        assert_eq!(dec.step(&input[11..], &limits).unwrap(), Step::Done(2));
     }
 
     #[test]
