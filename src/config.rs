@@ -264,10 +264,13 @@ impl Config {
     }
     /// Sets the mount prefix (WSGI's `SCRIPT_NAME`): gateways see it as
     /// [`Environ::script_name`](crate::Environ), and a request path that starts with it has
-    /// it taken off, so that prefix and path together are the path as sent. A path that does
-    /// not start with it is passed on as it is (a proxy in front may strip the prefix
+    /// it taken off (`/api/users` comes as `/users`), so that prefix and path together are
+    /// the path as sent; the prefix alone, `/api` as `/api/`, comes as `/` (a path cannot
+    /// be empty, so the two cannot be told apart). A path that does not start with it is
+    /// passed on as it is, `script_name` still set (a proxy in front may strip the prefix
     /// itself). To answer `404` outside the prefix instead, wrap the gateway in
-    /// [`Mount`](crate::middleware::Mount).
+    /// [`Mount`](crate::middleware::Mount), which also matches the path as sent (`%61pi`
+    /// is not `api` to it).
     ///
     /// ```
     /// use sgi::{Body, Config, Request, RequestExt, Response, TestClient};

@@ -27,7 +27,8 @@
 //! | `content-length-matches` | response | A `Content-Length` is one decimal number, equal to the body's length: checked up front when the length is known, and as the body is sent when it is streamed. A streamed body is also held to the length given to [`Body::from_reader`](crate::Body::from_reader) (a reader that ends short of it; the server reads no further than the length, so a reader that goes on is not seen). An iterator is pulled once more after its declared length, to see whether it goes on (the server itself stops pulling there). An empty body for `HEAD` may declare the length a `GET` would get. |
 //!
 //! Some things are left alone on purpose: a body returned for `HEAD` (the server drops it),
-//! a 304 whose `Content-Length` describes the representation it stands for, and a response
+//! a 304 whose `Content-Length` describes the representation it stands for (RFC 9110 §8.6
+//! allows it; the server leaves it out anyway), and a response
 //! known to be empty without a `Content-Type` (a redirect, say: there is no content to type).
 //! A streamed body for 204, 205 or 304 is never pulled by the server, so it is not checked.
 
