@@ -100,3 +100,34 @@ fn a_pool_cap_over_the_descriptor_limit_is_warned_at_start() {
     });
     drop(server);
 }
+
+/// A file, reader or iterator body holds its worker until the client has taken it all, so
+/// slow readers can hold every worker while new requests wait: the operator is told.
+#[test]
+fn a_pool_whose_every_worker_is_held_by_a_streamed_body_says_so() {
+    server_log();
+    const WARNING: &str = "every worker has been sending a streamed response";
+    let piece = sgi::bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let server = start(
+        Backend::Pool,
+        config().workers(2),
+        move |_req: Request<'_>| {
+            // 256 MiB, far more than the sockets between server and client can buffer.
+            let pieces = std::iter::repeat(piece.clone()).take(4096).map(Ok);
+            Response::new(sgi::Body::from_iter(pieces))
+        },
+    );
+    let mut readers: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    for (i, reader) in readers.iter_mut().enumerate() {
+        // They read nothing: each worker waits for its client to take the body.
+        reader.send(format!("GET /download/{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    wait_until("the pool tells that every worker is held", || {
+        !lines_with(WARNING).is_empty()
+    });
+    let line = &lines_with(WARNING)[0];
+    assert!(line.contains("workers=2"), "{line}");
+    for reader in readers {
+        reader.reset();
+    }
+}

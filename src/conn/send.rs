@@ -211,6 +211,11 @@ impl<T: Transport> Conn<T> {
             _ => None,
         };
         let chunked = framing == BodyFraming::Chunked;
+        // A streamed body holds its worker until the client has taken it all.
+        let _streaming = match kind {
+            Kind::Full(_) => None,
+            _ => Some(Busy::streaming(clock)),
+        };
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;

@@ -62,6 +62,9 @@ pub(crate) struct Busy {
     replaced: AtomicBool,
     /// The slot of the connection the worker is serving ([`NOT_SERVING`] between jobs).
     serving: AtomicUsize,
+    /// Since when the worker has been sending a streamed body (its pieces, and its waits
+    /// for the client to take them), in nanoseconds after `epoch`, plus one; zero if not.
+    streaming_since: AtomicU64,
 }
 
 const NOT_SERVING: usize = usize::MAX;
@@ -75,6 +78,18 @@ impl Default for Busy {
             reported: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
             serving: AtomicUsize::new(NOT_SERVING),
+            streaming_since: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Marks a worker as sending a streamed body while alive (see [`Busy::streaming`]).
+pub(crate) struct Streaming<'a>(Option<&'a Busy>);
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        if let Some(clock) = self.0 {
+            clock.streaming_since.store(0, Relaxed);
         }
     }
 }
@@ -123,6 +138,27 @@ impl Busy {
             clock.resume();
         }
         result
+    }
+
+    /// The worker of `clock` (if any) sends a streamed body until the guard drops: a file,
+    /// a reader or an iterator, which holds it until the client has taken the last piece.
+    pub(crate) fn streaming(clock: Option<&Busy>) -> Streaming<'_> {
+        if let Some(clock) = clock {
+            let now = clock.epoch.elapsed().as_nanos() as u64;
+            clock.streaming_since.store(now + 1, Relaxed);
+        }
+        Streaming(clock)
+    }
+
+    /// Whether the worker has been sending one streamed body for `at_least`.
+    fn streamed_for(&self, at_least: Duration) -> bool {
+        let Some(since) = self.streaming_since.load(Relaxed).checked_sub(1) else {
+            return false;
+        };
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(since))
+            >= at_least
     }
 
     fn end(&self) {
@@ -206,6 +242,8 @@ pub(crate) struct Workers<G> {
     busy: Mutex<Vec<Arc<Busy>>>,
     /// Held while stuck workers are checked.
     supervising: Mutex<()>,
+    /// Every worker was found held by a streamed body at the last check (told once).
+    all_streaming: AtomicBool,
     /// Replacements started for stuck workers and not yet retired.
     extra: AtomicUsize,
     size: usize,
@@ -220,6 +258,9 @@ pub(crate) struct Workers<G> {
 const WATCH: Duration = Duration::from_millis(1);
 /// Watch checks with nothing waiting after which the keeper stops watching.
 const QUIET_CHECKS: u32 = 100;
+/// How long every worker must have been sending a streamed body before the pool warns
+/// that new requests wait for one.
+const HELD_BY_STREAMS: Duration = Duration::from_secs(1);
 
 impl<G: Gateway> Workers<G> {
     pub(crate) fn start(
@@ -240,6 +281,7 @@ impl<G: Gateway> Workers<G> {
             waker,
             busy: Mutex::new(Vec::new()),
             supervising: Mutex::new(()),
+            all_streaming: AtomicBool::new(false),
             extra: AtomicUsize::new(0),
             progress: AtomicUsize::new(0),
             watching: AtomicBool::new(false),
@@ -512,12 +554,16 @@ impl<G: Gateway> Workers<G> {
             return;
         };
         let timeout = self.shared.config.timeouts.request;
-        let stuck: Vec<(Arc<Busy>, bool)> = self
-            .busy
-            .lock()
-            .iter()
-            .filter_map(|b| Some((b.clone(), b.check(timeout)?)))
-            .collect();
+        let (stuck, held): (Vec<(Arc<Busy>, bool)>, _) = {
+            let busy = self.busy.lock();
+            let stuck = busy
+                .iter()
+                .filter_map(|b| Some((b.clone(), b.check(timeout)?)))
+                .collect();
+            let held = busy.iter().all(|b| b.streamed_for(HELD_BY_STREAMS));
+            (stuck, held.then_some(busy.len()))
+        };
+        self.tell_if_held_by_streams(held);
         for (busy, first) in stuck {
             if first {
                 self.shared.stats.stuck();
@@ -549,6 +595,26 @@ impl<G: Gateway> Workers<G> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl<G> Workers<G> {
+    /// Warns, once each time it happens, that every worker is held by a streamed body: a
+    /// file, reader or iterator holds its worker until the client has taken all of it, so
+    /// slow clients or endless streams can leave none for new requests, which then wait.
+    fn tell_if_held_by_streams(&self, held: Option<usize>) {
+        let Some(workers) = held else {
+            self.all_streaming.store(false, Relaxed);
+            return;
+        };
+        if !self.all_streaming.swap(true, Relaxed) {
+            tracing::warn!(
+                workers,
+                "every worker has been sending a streamed response for over a second (slow \
+                 clients, or long streams); new requests wait until one is done. A buffering \
+                 proxy in front, or more workers, keeps the pool free"
+            );
         }
     }
 }
