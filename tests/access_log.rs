@@ -281,8 +281,11 @@ fn access_log_can_be_turned_off(backend: Backend) {
     let agent = agent();
     let res = response(agent.get(&quiet.url(&format!("/{tag}/quiet"))).call());
     assert_eq!(res.into_string().unwrap(), format!("/{tag}/quiet"));
-    // A line from the logging server, after the quiet one answered: the quiet one's line
-    // would be logged by now.
+    // A request's line is logged before the next request on its connection is served: once
+    // a second is answered, the first one's line would be there.
+    let res = response(agent.get(&quiet.url(&format!("/{tag}/quiet-after"))).call());
+    assert_eq!(res.status(), 200);
+    // The same from a server that logs, so the log is known to be captured.
     let res = response(agent.get(&loud.url(&format!("/{tag}/loud"))).call());
     assert_eq!(res.status(), 200);
     wait_until("the loud request is logged", || {

@@ -261,6 +261,7 @@ fn breakage() -> impl Strategy<Value = Breakage> {
                 "3\nabc\r\n",
                 "3;a\nb\r\nabc\r\n",
                 "3\r\nabcd\r\n",
+                "3\r\nabcXY",
                 "3;e\0\r\nabc\r\n"
             ][..]
         )

@@ -67,14 +67,15 @@ fn assert_logged(needles: &[&str]) {
             .iter()
             .any(|l| needles.iter().all(|n| l.contains(n)))
     };
-    if !found() {
-        // The lines that come closest, for the failure message.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    // Logged by a server thread, maybe just after the client read its answer.
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while !found() {
         assert!(
-            found(),
+            std::time::Instant::now() < deadline,
             "no log line holds {needles:?}; near ones: {:#?}",
             lines()
         );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
@@ -319,11 +320,7 @@ fn head_content_length_is_what_get_would_send(backend: Backend) {
         (Some("5"), "hello")
     );
     let to_head = exchange(&server, &head("/"));
-    assert!(
-        matches!(to_head.header("content-length"), None | Some("5")),
-        "HEAD says Content-Length {:?}, GET sends 5 bytes",
-        to_head.header("content-length")
-    );
+    assert_eq!(to_head.header("content-length"), Some("5"), "{to_head:?}");
 }
 
 // --- Wrong Content-Length ------------------------------------------------------------------
@@ -484,6 +481,10 @@ fn content_length_fields_that_disagree_or_are_not_numbers(backend: Backend) {
                     } else {
                         assert_eq!(client.response().text(), "next", "{request:?}");
                     }
+                }
+                // Fields that agree on one length leave nothing to cut.
+                Err(e) if matches!(path, "/agree" | "/list") => {
+                    panic!("{request:?} was not answered in full: {e}")
                 }
                 Err(e) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{request:?}"),
             }

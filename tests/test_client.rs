@@ -230,7 +230,7 @@ fn chunk_extensions_cannot_make_a_small_body_expensive() {
     assert!(!out.contains("/next"), "{:?}", &out[..out.len().min(400)]);
     let echoed = text(&TestClient::new(echo).raw(raw.as_bytes()));
     assert!(
-        echoed.starts_with("HTTP/1.1 413 "),
+        echoed.starts_with("HTTP/1.1 400 "),
         "{:?}",
         &echoed[..echoed.len().min(400)]
     );

@@ -496,6 +496,22 @@ impl RawClient {
             .unwrap();
     }
 
+    /// Asserts that the connection ends in a reset (after whatever bytes came first), not
+    /// in an orderly close, nor by the server keeping it open (the read times out).
+    pub fn expect_reset(&mut self) {
+        loop {
+            match self.fill() {
+                Ok(0) => panic!(
+                    "ended in an orderly close after {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                ),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
+                Err(e) => panic!("expected a reset, got {e}"),
+            }
+        }
+    }
+
     /// Asserts that the server closes the connection with nothing more to say.
     pub fn expect_closed(&mut self) {
         let read = match self.pending.len() {
