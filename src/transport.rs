@@ -37,6 +37,11 @@ pub(crate) trait Transport: Send {
     /// Writes, waiting for room while the client takes bytes: `TimedOut` once it has taken
     /// none for the write timeout.
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Writes, waiting up to `wait` for room (`WouldBlock` after it).
+    fn write_within(&mut self, bufs: &[IoSlice<'_>], wait: Duration) -> io::Result<usize> {
+        let _ = wait;
+        self.write_now(bufs)
+    }
     /// How many bytes written to the connection its peer has not acknowledged yet, where the
     /// platform tells: a count that falls means the client is taking bytes.
     fn unacknowledged(&self) -> Option<u32> {
@@ -76,6 +81,8 @@ pub(crate) struct Socket {
     more: bool,
     /// The close is to be a reset (SO_LINGER 0 is set).
     reset: bool,
+    /// The socket's send timeout, set once (a shorter wait sets it back after).
+    write_timeout: Duration,
 }
 
 impl Socket {
@@ -94,6 +101,7 @@ impl Socket {
             read_timeout: None,
             more: false,
             reset: false,
+            write_timeout,
         })
     }
 
@@ -190,6 +198,18 @@ impl Transport for Socket {
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.set_nonblocking()?;
         (&*self.tcp).write_vectored(bufs)
+    }
+
+    fn write_within(&mut self, bufs: &[IoSlice<'_>], wait: Duration) -> io::Result<usize> {
+        match self.write_nowait(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.blocking()?,
+            other => return other,
+        }
+        self.tcp
+            .set_write_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let result = (&*self.tcp).write_vectored(bufs);
+        self.tcp.set_write_timeout(Some(self.write_timeout))?;
+        result
     }
 
     fn write_wait(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

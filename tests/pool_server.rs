@@ -696,6 +696,92 @@ fn a_slow_reader_of_a_whole_answer_holds_no_worker() {
     assert_eq!(slow.response().text(), "/after");
 }
 
+/// A 32 MiB file (more than the sockets between server and client can buffer), each byte
+/// telling its place, served at `/file` by a pool of one worker; removed when dropped.
+struct BigFile(std::path::PathBuf);
+
+const BIG_FILE: usize = 32 << 20;
+
+fn big_file_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+impl BigFile {
+    fn new(name: &str) -> BigFile {
+        let path = std::env::temp_dir().join(format!("sgi-{name}-{}", std::process::id()));
+        let content: Vec<u8> = (0..BIG_FILE).map(big_file_byte).collect();
+        std::fs::write(&path, content).unwrap();
+        BigFile(path)
+    }
+
+    fn serve(&self, config: Config) -> Running {
+        let path = self.0.clone();
+        serve(config.workers(1), move |req: Request<'_>| {
+            if req.uri().path() == "/file" {
+                let file = std::fs::File::open(&path).unwrap();
+                Response::new(Body::from_file(file).unwrap())
+            } else {
+                target(req)
+            }
+        })
+    }
+}
+
+impl Drop for BigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_slow_reader_of_a_file_holds_no_worker() {
+    // A worker sends what the socket takes; the event loop reads and sends the rest of the
+    // file as the client makes room.
+    let file = BigFile::new("slow-file-reader");
+    let pool = file.serve(config());
+    let mut slow = pool.connect();
+    slow.send(get("/file"));
+    wait_until_written_behind(&pool, &mut slow);
+    answered_promptly(&pool, "/fresh");
+    let reply = slow.response();
+    assert_eq!(reply.body.len(), BIG_FILE);
+    let misplaced = reply
+        .body
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != big_file_byte(i));
+    assert_eq!(misplaced, None, "the file arrived out of order");
+    wait_until("the answer taken whole is counted", || {
+        pool.handle.stats().requests_served == 2
+    });
+    slow.send(get("/after"));
+    assert_eq!(slow.response().text(), "/after");
+}
+
+#[test]
+fn a_file_cut_short_while_the_loop_sends_it_ends_the_connection() {
+    // Its length went out in the head: a file that ends early (truncated meanwhile) can
+    // only be told by closing before that many bytes.
+    let file = BigFile::new("shortened-file");
+    let pool = file.serve(config());
+    let mut slow = pool.connect();
+    slow.send(get("/file"));
+    wait_until_written_behind(&pool, &mut slow);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file.0)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let cut = slow
+        .try_response(false)
+        .expect_err("a whole answer from a shortened file");
+    assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof, "{cut}");
+    wait_until("the cut answer is counted", || {
+        pool.handle.stats().aborted_requests == 1
+    });
+}
+
 #[test]
 fn a_whole_answer_left_unread_is_dropped_after_the_write_timeout() {
     let pool = serve_big(config().timeouts(Timeouts {

@@ -1,11 +1,15 @@
 //! Write-behind: on a pool connection, the end of a response that the client is slow to
-//! take is left to the event loop, so a slow reader holds no worker. Only bytes already in
-//! memory wait this way (the output buffer, a whole body); a streamed body is the
-//! gateway's code, so a worker sends it to the end.
+//! take is left to the event loop, so a slow reader holds no worker. What waits this way
+//! is what needs none of the gateway's code: bytes already in memory (the output buffer, a
+//! whole body) and the rest of a file body, read by the loop a piece at a time as the
+//! socket makes room (as nginx sends files from its event loop). An iterator or a reader is
+//! the gateway's code, so a worker sends it to the end.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::fs::File;
+use std::io::{self, IoSlice, Read};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -14,10 +18,22 @@ use super::Conn;
 use crate::server::{Counters, Shared};
 use crate::transport::Transport;
 
+/// A part of an answer left to the event loop.
+#[derive(Debug)]
+enum Piece {
+    Bytes(Bytes),
+    /// The next `u64` bytes of a file body, from its current position.
+    File(File, u64),
+}
+
+/// Most bytes of a file body the event loop reads at a time: all a slow client's
+/// connection holds in memory of it.
+const FILE_PIECE: usize = 64 * 1024;
+
 /// Response bytes accepted for the client that its socket did not take yet.
 #[derive(Debug, Default)]
 pub(crate) struct Unsent {
-    pieces: VecDeque<Bytes>,
+    pieces: VecDeque<Piece>,
     /// The socket's unacknowledged bytes when the write timer last started.
     unacknowledged: Option<u32>,
     /// Bytes left to the loop so far, and how many of them it has written.
@@ -34,8 +50,42 @@ impl Unsent {
     fn push(&mut self, piece: Bytes) {
         if !piece.is_empty() {
             self.pushed += piece.len() as u64;
-            self.pieces.push_back(piece);
+            self.pieces.push_back(Piece::Bytes(piece));
         }
+    }
+
+    fn push_file(&mut self, file: File, len: u64) {
+        if len > 0 {
+            self.pushed += len;
+            self.pieces.push_back(Piece::File(file, len));
+        }
+    }
+
+    /// The first piece as bytes to write, reading the next piece of a file first; `None`
+    /// when nothing is left. A file that fails or ends before its length is an error: its
+    /// answer cannot be finished.
+    fn front_bytes(&mut self) -> io::Result<Option<&mut Bytes>> {
+        if let Some(Piece::File(file, left)) = self.pieces.front_mut() {
+            let mut piece = vec![0; FILE_PIECE.min(*left as usize)];
+            let n = loop {
+                match file.read(&mut piece) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            piece.truncate(n);
+            *left -= n as u64;
+            if *left == 0 {
+                self.pieces.pop_front();
+            }
+            self.pieces.push_front(Piece::Bytes(piece.into()));
+        }
+        Ok(match self.pieces.front_mut() {
+            Some(Piece::Bytes(bytes)) => Some(bytes),
+            _ => None,
+        })
     }
 
     /// Tells the requests whose answers the client has now taken whole.
@@ -62,7 +112,9 @@ impl Drop for Unsent {
         // A whole body left here is the gateway's own value (`Bytes` may have an owner of
         // its own): the event loop drops it, and must not be unwound by it.
         for piece in self.pieces.drain(..) {
-            drop_piece(piece);
+            if let Piece::Bytes(piece) = piece {
+                drop_piece(piece);
+            }
         }
         self.settle();
         let Some((stats, log)) = &self.accounts else {
@@ -127,57 +179,92 @@ impl<T: Transport> Conn<T> {
     /// what its socket takes now and leaves the rest for the event loop; any other waits
     /// for its client (up to the write timeout), as [`Conn::flush`] does.
     pub(crate) fn send_or_leave(&mut self, body: Bytes) -> io::Result<()> {
+        self.write_or_leave(&body, |from| body.slice(from..), Duration::ZERO)
+            .map(drop)
+    }
+
+    /// [`send_or_leave`](Self::send_or_leave) for a body borrowed: `rest(i)` gives its
+    /// bytes from `i` on, to keep what the socket did not take, after waits for room of up
+    /// to `patience` each (none if zero). Returns whether all of it went out.
+    pub(crate) fn write_or_leave(
+        &mut self,
+        body: &[u8],
+        rest: impl FnOnce(usize) -> Bytes,
+        patience: Duration,
+    ) -> io::Result<bool> {
         if self.has_unsent() {
             // Behind already: the order of the bytes is kept.
             let out = Bytes::from(std::mem::take(&mut self.out));
             self.unsent.push(out);
             let out_end = self.unsent.pushed;
-            self.unsent.push(body);
+            if !body.is_empty() {
+                self.unsent.push(rest(0));
+            }
             self.handed_over(Some(out_end));
-            return Ok(());
+            return Ok(false);
         }
         if self.out.is_empty() && body.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         if !self.write_behind {
-            return self.write_out_wait(&body, b"");
+            return self.write_out_wait(body, b"").map(|()| true);
         }
         self.writes += 1;
-        let written = match self
-            .io
-            .write_now(&[IoSlice::new(&self.out), IoSlice::new(&body)])
-        {
-            Ok(0) => {
-                self.out.clear();
-                return Err(io::ErrorKind::WriteZero.into());
+        let total = self.out.len() + body.len();
+        let mut written = 0;
+        while written < total {
+            let mut slices = [IoSlice::new(&self.out), IoSlice::new(body)];
+            let mut bufs = &mut slices[..];
+            IoSlice::advance_slices(&mut bufs, written);
+            let result = if patience.is_zero() {
+                self.io.write_now(bufs)
+            } else {
+                self.io.write_within(bufs, patience)
+            };
+            match result {
+                Ok(0) => {
+                    self.out.clear();
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && !patience.is_zero() => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    self.out.clear();
+                    return Err(e);
+                }
             }
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                0
+            if patience.is_zero() {
+                break; // one attempt: what the socket takes now
             }
-            Err(e) => {
-                self.out.clear();
-                return Err(e);
-            }
-        };
+        }
         let mut out_end = None;
         if written < self.out.len() {
             self.unsent
                 .push(Bytes::copy_from_slice(&self.out[written..]));
             out_end = Some(self.unsent.pushed);
-            self.unsent.push(body);
+            if !body.is_empty() {
+                self.unsent.push(rest(0));
+            }
         } else if written < self.out.len() + body.len() {
-            self.unsent.push(body.slice(written - self.out.len()..));
+            self.unsent.push(rest(written - self.out.len()));
         }
         self.body_sent += written.saturating_sub(self.out.len()) as u64;
         self.out.clear();
         self.handed_over(out_end);
-        Ok(())
+        Ok(!self.has_unsent())
+    }
+
+    /// Leaves the next `len` bytes of `file` to the event loop, behind what waits already.
+    pub(crate) fn leave_file(&mut self, file: File, len: u64) {
+        self.unsent.push_file(file, len);
     }
 
     /// Whether answers held back in the output buffer wait to be told once it is out.
@@ -204,13 +291,13 @@ impl<T: Transport> Conn<T> {
     /// everything is written, and whether any byte was.
     pub(crate) fn write_unsent_now(&mut self) -> io::Result<(bool, bool)> {
         let mut progressed = false;
-        while let Some(piece) = self.unsent.pieces.front_mut() {
+        while let Some(piece) = self.unsent.front_bytes()? {
             match self.io.write_now(&[IoSlice::new(piece)]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     progressed = true;
                     if n == piece.len() {
-                        if let Some(piece) = self.unsent.pieces.pop_front() {
+                        if let Some(Piece::Bytes(piece)) = self.unsent.pieces.pop_front() {
                             drop_piece(piece);
                         }
                     } else {

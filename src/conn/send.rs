@@ -5,6 +5,7 @@
 use std::io::{self, IoSlice, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use bytes::Bytes;
 use http::{StatusCode, Version};
 
 use super::{error_response, Conn, Next, Peer};
@@ -22,6 +23,9 @@ const COPY_LIMIT: usize = 16 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Piece size for file bodies: a quarter of the system calls per byte of a 64 KiB loop.
 const FILE_CHUNK: usize = 256 * 1024;
+/// How long a pool worker waits for room in the socket while it sends a file before it
+/// leaves the rest to the event loop: a client that keeps up makes room well within it.
+const FILE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub(crate) struct Sent {
     /// The status sent (the server's `500` if it replaced the gateway's response).
@@ -248,7 +252,23 @@ impl<T: Transport> Conn<T> {
                             return Err(Abort::Gateway(format!("reading the file failed: {e}")))
                         }
                     };
-                    self.write_out_wait(&buf[..n], b"").map_err(Abort::Io)?;
+                    let piece = &buf[..n];
+                    if !self.write_behind {
+                        self.write_out_wait(piece, b"").map_err(Abort::Io)?;
+                    } else if !self
+                        .write_or_leave(
+                            piece,
+                            |from| Bytes::copy_from_slice(&piece[from..]),
+                            FILE_PATIENCE,
+                        )
+                        .map_err(Abort::Io)?
+                    {
+                        // The client does not keep up: the event loop sends the rest of the
+                        // file as its socket makes room, and no worker waits for it.
+                        self.leave_file(file, len - sent - n as u64);
+                        self.body_sent = len;
+                        return Ok(len);
+                    }
                     sent += n as u64;
                     self.body_sent = sent;
                 }

@@ -6,8 +6,9 @@
 //! worker only with a complete head, so idle and slow clients (slowloris) never hold a
 //! worker. After a response the worker goes straight on to a pipelined request already
 //! buffered; otherwise the connection returns to the loop. An answer whose bytes are all in
-//! memory and that the client is slow to take is finished by the loop too (write-behind),
-//! so slow readers hold no worker either.
+//! memory, or whose body is a file, and that the client is slow to take is finished by the
+//! loop too (write-behind), so slow readers hold no worker either; only an iterator or
+//! reader body, the gateway's own code, holds its worker until it is sent.
 //!
 //! The loop has no thread of its own (leader/follower): an idle worker polls it and serves
 //! the requests it found, so on a busy core a request is read, served and answered by one
