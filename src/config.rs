@@ -199,7 +199,7 @@ pub struct Config {
     ///
     /// Such threads keep their fair share of the CPU but do not preempt the running thread
     /// when they wake, so on a saturated core the worker woken to stand by at the event loop
-    /// does not interrupt the one serving requests (see the `pool` module). The price is
+    /// does not interrupt the one serving requests. The price is
     /// paid whenever the core has anything else to run, even a `nice 19` build: every
     /// wake-up of a worker (a request arriving at an idle server) then waits for the
     /// running task's time slice to end, about a scheduler tick. In one measurement with

@@ -208,7 +208,10 @@ impl Transport for Socket {
         self.tcp
             .set_write_timeout(Some(wait.max(Duration::from_millis(1))))?;
         let result = (&*self.tcp).write_vectored(bufs);
-        self.tcp.set_write_timeout(Some(self.write_timeout))?;
+        if let Err(e) = self.tcp.set_write_timeout(Some(self.write_timeout)) {
+            // Only a broken socket refuses; what the write did still tells what went.
+            tracing::debug!(error = %e, "cannot restore a socket's send timeout");
+        }
         result
     }
 
@@ -421,6 +424,29 @@ mod tests {
         drop(socket);
         assert!(written.is_ok(), "{written:?}");
         assert_eq!(reader.join().unwrap(), total);
+    }
+
+    #[test]
+    fn a_short_wait_for_room_ends_in_would_block_and_leaves_the_write_timeout() {
+        let (mut socket, client) = pair(Duration::from_secs(30));
+        let body = vec![b'x'; 32 << 20];
+        let mut bufs = [IoSlice::new(&body)];
+        let mut bufs = &mut bufs[..];
+        // Fill the buffers: the client reads nothing.
+        loop {
+            match socket.write_now(bufs) {
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let waited = socket.write_within(bufs, Duration::from_millis(20));
+        assert_eq!(waited.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            socket.tcp.write_timeout().unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        drop(client);
     }
 
     #[test]

@@ -101,8 +101,8 @@ fn a_pool_cap_over_the_descriptor_limit_is_warned_at_start() {
     drop(server);
 }
 
-/// A file, reader or iterator body holds its worker until the client has taken it all, so
-/// slow readers can hold every worker while new requests wait: the operator is told.
+/// An iterator or reader body holds its worker until the client has taken it all, so slow
+/// readers can hold every worker while new requests wait: the operator is told.
 #[test]
 fn a_pool_whose_every_worker_is_held_by_a_streamed_body_says_so() {
     server_log();

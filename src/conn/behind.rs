@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice, Read};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +23,67 @@ use crate::transport::Transport;
 #[derive(Debug)]
 enum Piece {
     Bytes(Bytes),
-    /// The next `u64` bytes of a file body, from its current position.
-    File(File, u64),
+    /// The next `left` bytes of a file body, from its current position; `_slot` is given
+    /// back when it is dropped.
+    File {
+        file: File,
+        left: u64,
+        _slot: FileSlot,
+    },
 }
 
 /// Most bytes of a file body the event loop reads at a time: all a slow client's
 /// connection holds in memory of it.
 const FILE_PIECE: usize = 64 * 1024;
+
+/// Most bytes the event loop writes for one connection in one go before it turns to the
+/// others (as nginx's `sendfile_max_chunk`): a client that takes a file as fast as the
+/// loop reads it must not hold the loop for the whole file.
+pub(crate) const UNSENT_PER_TURN: usize = 2 << 20;
+
+/// How many file bodies may wait for the event loop at once: each holds a descriptor
+/// beside its connection's, and the connection cap leaves room for only so many.
+#[derive(Debug)]
+pub(crate) struct FileSlots {
+    left: AtomicUsize,
+}
+
+/// One of the [`FileSlots`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct FileSlot(Arc<FileSlots>);
+
+impl FileSlots {
+    pub(crate) fn new(n: usize) -> Arc<FileSlots> {
+        Arc::new(FileSlots {
+            left: AtomicUsize::new(n),
+        })
+    }
+
+    /// A slot, if one is free.
+    pub(crate) fn take(self: &Arc<Self>) -> Option<FileSlot> {
+        self.left
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1))
+            .ok()
+            .map(|_| FileSlot(self.clone()))
+    }
+}
+
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        self.0.left.fetch_add(1, Relaxed);
+    }
+}
+
+/// How far [`Conn::write_unsent_now`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Everything is written.
+    Done,
+    /// The socket takes no more now; `progressed` if it took any byte first.
+    Blocked { progressed: bool },
+    /// [`UNSENT_PER_TURN`] bytes went out and more wait: the loop comes back to it.
+    Paused,
+}
 
 /// Response bytes accepted for the client that its socket did not take yet.
 #[derive(Debug, Default)]
@@ -54,10 +109,14 @@ impl Unsent {
         }
     }
 
-    fn push_file(&mut self, file: File, len: u64) {
+    fn push_file(&mut self, file: File, len: u64, slot: FileSlot) {
         if len > 0 {
             self.pushed += len;
-            self.pieces.push_back(Piece::File(file, len));
+            self.pieces.push_back(Piece::File {
+                file,
+                left: len,
+                _slot: slot,
+            });
         }
     }
 
@@ -65,8 +124,8 @@ impl Unsent {
     /// when nothing is left. A file that fails or ends before its length is an error: its
     /// answer cannot be finished.
     fn front_bytes(&mut self) -> io::Result<Option<&mut Bytes>> {
-        if let Some(Piece::File(file, left)) = self.pieces.front_mut() {
-            let mut piece = vec![0; FILE_PIECE.min(*left as usize)];
+        if let Some(Piece::File { file, left, .. }) = self.pieces.front_mut() {
+            let mut piece = vec![0; (*left).min(FILE_PIECE as u64) as usize];
             let n = loop {
                 match file.read(&mut piece) {
                     Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -179,40 +238,39 @@ impl<T: Transport> Conn<T> {
     /// what its socket takes now and leaves the rest for the event loop; any other waits
     /// for its client (up to the write timeout), as [`Conn::flush`] does.
     pub(crate) fn send_or_leave(&mut self, body: Bytes) -> io::Result<()> {
-        self.write_or_leave(&body, |from| body.slice(from..), Duration::ZERO)
-            .map(drop)
+        let taken = self.write_some(&body, Duration::ZERO)?;
+        if taken < body.len() {
+            self.unsent.push(body.slice(taken..));
+        }
+        Ok(())
     }
 
-    /// [`send_or_leave`](Self::send_or_leave) for a body borrowed: `rest(i)` gives its
-    /// bytes from `i` on, to keep what the socket did not take, after waits for room of up
-    /// to `patience` each (none if zero). Returns whether all of it went out.
-    pub(crate) fn write_or_leave(
-        &mut self,
-        body: &[u8],
-        rest: impl FnOnce(usize) -> Bytes,
-        patience: Duration,
-    ) -> io::Result<bool> {
+    /// Writes the output buffer and then `body` as far as the socket takes them, after
+    /// waits for room of up to `patience` each (with none, one attempt); what is left of
+    /// the output buffer waits for the event loop. Returns how much of `body` went: the
+    /// caller leaves the rest behind it. A connection that may not write behind waits for
+    /// its client instead (up to the write timeout), and sends it all.
+    pub(crate) fn write_some(&mut self, body: &[u8], patience: Duration) -> io::Result<usize> {
         if self.has_unsent() {
             // Behind already: the order of the bytes is kept.
             let out = Bytes::from(std::mem::take(&mut self.out));
             self.unsent.push(out);
             let out_end = self.unsent.pushed;
-            if !body.is_empty() {
-                self.unsent.push(rest(0));
-            }
             self.handed_over(Some(out_end));
-            return Ok(false);
+            return Ok(0);
         }
         if self.out.is_empty() && body.is_empty() {
-            return Ok(true);
+            return Ok(0);
         }
         if !self.write_behind {
-            return self.write_out_wait(body, b"").map(|()| true);
+            self.write_out_wait(body, b"")?;
+            return Ok(body.len());
         }
         self.writes += 1;
         let total = self.out.len() + body.len();
         let mut written = 0;
-        while written < total {
+        let (mut failed, mut blocked) = (None, false);
+        while written < total && !blocked {
             let mut slices = [IoSlice::new(&self.out), IoSlice::new(body)];
             let mut bufs = &mut slices[..];
             IoSlice::advance_slices(&mut bufs, written);
@@ -222,49 +280,49 @@ impl<T: Transport> Conn<T> {
                 self.io.write_within(bufs, patience)
             };
             match result {
-                Ok(0) => {
-                    self.out.clear();
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
+                Ok(0) => failed = Some(io::ErrorKind::WriteZero.into()),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && !patience.is_zero() => {}
+                // No room within the wait (or, with none, now): the rest is left behind.
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                     ) =>
                 {
-                    break
+                    blocked = true
                 }
-                Err(e) => {
-                    self.out.clear();
-                    return Err(e);
-                }
+                Err(e) => failed = Some(e),
             }
-            if patience.is_zero() {
-                break; // one attempt: what the socket takes now
+            if failed.is_some() || patience.is_zero() {
+                break; // with no patience, one attempt: what the socket takes now
             }
+        }
+        let taken = written.saturating_sub(self.out.len());
+        self.body_sent += taken as u64;
+        if let Some(e) = failed {
+            // Answers held in the output buffer that went out whole are told as sent.
+            if written >= self.out.len() {
+                self.handed_over(None);
+            }
+            self.out.clear();
+            return Err(e);
         }
         let mut out_end = None;
         if written < self.out.len() {
             self.unsent
                 .push(Bytes::copy_from_slice(&self.out[written..]));
             out_end = Some(self.unsent.pushed);
-            if !body.is_empty() {
-                self.unsent.push(rest(0));
-            }
-        } else if written < self.out.len() + body.len() {
-            self.unsent.push(rest(written - self.out.len()));
         }
-        self.body_sent += written.saturating_sub(self.out.len()) as u64;
         self.out.clear();
         self.handed_over(out_end);
-        Ok(!self.has_unsent())
+        Ok(taken)
     }
 
-    /// Leaves the next `len` bytes of `file` to the event loop, behind what waits already.
-    pub(crate) fn leave_file(&mut self, file: File, len: u64) {
-        self.unsent.push_file(file, len);
+    /// Leaves the next `len` bytes of `file` to the event loop, behind what waits already;
+    /// `slot` is given back once the loop is done with it.
+    pub(crate) fn leave_file(&mut self, file: File, len: u64, slot: FileSlot) {
+        self.unsent.push_file(file, len, slot);
     }
 
     /// Whether answers held back in the output buffer wait to be told once it is out.
@@ -287,15 +345,27 @@ impl<T: Transport> Conn<T> {
         unsent.settle();
     }
 
-    /// Writes what waits, as far as the socket takes it now (event loop). Returns whether
-    /// everything is written, and whether any byte was.
-    pub(crate) fn write_unsent_now(&mut self) -> io::Result<(bool, bool)> {
-        let mut progressed = false;
-        while let Some(piece) = self.unsent.front_bytes()? {
+    /// Writes what waits, as far as the socket takes it now and up to [`UNSENT_PER_TURN`]
+    /// bytes (event loop).
+    pub(crate) fn write_unsent_now(&mut self) -> io::Result<Progress> {
+        let mut this_turn = 0;
+        loop {
+            let piece = match self.unsent.front_bytes() {
+                Ok(Some(piece)) => piece,
+                Ok(None) => return Ok(Progress::Done),
+                Err(e) => {
+                    tracing::error!(peer = %super::Peer(self.peer), error = %e,
+                        "reading a file body failed after its head was sent; closing the connection");
+                    return Err(e);
+                }
+            };
+            if this_turn >= UNSENT_PER_TURN {
+                return Ok(Progress::Paused);
+            }
             match self.io.write_now(&[IoSlice::new(piece)]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    progressed = true;
+                    this_turn += n;
                     if n == piece.len() {
                         if let Some(Piece::Bytes(piece)) = self.unsent.pieces.pop_front() {
                             drop_piece(piece);
@@ -306,11 +376,53 @@ impl<T: Transport> Conn<T> {
                     self.unsent.written += n as u64;
                     self.unsent.settle();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, progressed)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Progress::Blocked {
+                        progressed: this_turn > 0,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok((true, progressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Memory;
+
+    #[test]
+    fn file_slots_run_out_and_come_back() {
+        let slots = FileSlots::new(2);
+        let (a, b) = (slots.take(), slots.take());
+        assert!(a.is_some() && b.is_some());
+        assert!(slots.take().is_none(), "a third file past a budget of two");
+        drop(a);
+        assert!(slots.take().is_some(), "a slot given back is free again");
+    }
+
+    #[test]
+    fn the_loop_writes_at_most_a_turns_worth_for_one_connection_at_a_time() {
+        let path = std::env::temp_dir().join(format!("sgi-unsent-turn-{}", std::process::id()));
+        let content: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let slots = FileSlots::new(1);
+        let mut conn = Conn::new(Memory::default(), None, None);
+        conn.unsent.push(Bytes::from_static(b"head"));
+        let file = File::open(&path).unwrap();
+        conn.leave_file(file, content.len() as u64, slots.take().unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(conn.write_unsent_now().unwrap(), Progress::Paused);
+        assert_eq!(conn.io.output.len(), UNSENT_PER_TURN + 4);
+        assert!(slots.take().is_none(), "the file still waits");
+        assert_eq!(conn.write_unsent_now().unwrap(), Progress::Done);
+        assert_eq!(&conn.io.output[..4], b"head");
+        assert!(
+            conn.io.output[4..] == content[..],
+            "the file went out changed"
+        );
+        assert!(slots.take().is_some(), "the file's slot is given back");
     }
 }

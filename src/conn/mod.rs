@@ -7,6 +7,7 @@
 
 pub(crate) mod access;
 mod behind;
+pub(crate) use behind::{FileSlots, Progress};
 mod body;
 mod buffer;
 pub(crate) mod panics;
@@ -15,6 +16,7 @@ mod send;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Response as HttpResponse, StatusCode, Version};
@@ -104,6 +106,8 @@ pub(crate) struct Conn<T: Transport> {
     /// Whether the end of a response the client is slow to take may be left to the event
     /// loop (pool connections).
     pub(crate) write_behind: bool,
+    /// Where the rest of a file body may be left to the event loop (pool connections).
+    pub(crate) file_slots: Option<Arc<behind::FileSlots>>,
     /// Response bytes left to the event loop, and what follows once they are written.
     unsent: behind::Unsent,
     pub(crate) after_unsent: Next,
@@ -128,6 +132,7 @@ impl<T: Transport> Conn<T> {
             body_sent: 0,
             told: false,
             write_behind: false,
+            file_slots: None,
             unsent: behind::Unsent::default(),
             after_unsent: Next::Close,
             served: 0,

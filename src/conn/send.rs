@@ -2,10 +2,9 @@
 //! responses are gathered in the connection's output buffer (and pipelined ones batched);
 //! large bodies go out with `writev`, files in large pieces.
 
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use bytes::Bytes;
 use http::{StatusCode, Version};
 
 use super::{error_response, Conn, Next, Peer};
@@ -240,7 +239,10 @@ impl<T: Transport> Conn<T> {
                 // through an 8 KiB buffer (no sendfile without unsafe code). The head goes
                 // out with the first piece, so a file that cannot be read has sent nothing
                 // and still gets a clean 500.
-                let mut buf = vec![0u8; FILE_CHUNK.min(len.max(1) as usize)];
+                let mut buf = vec![0u8; len.clamp(1, FILE_CHUNK as u64) as usize];
+                // A slot for leaving the rest to the event loop, if the client falls behind
+                // (none left: this worker sends it all, waiting for the client as needed).
+                let mut slot = self.file_slots.as_ref().and_then(|slots| slots.take());
                 let mut sent = 0u64;
                 while sent < len {
                     let want = buf.len().min((len - sent) as usize);
@@ -253,23 +255,27 @@ impl<T: Transport> Conn<T> {
                         }
                     };
                     let piece = &buf[..n];
-                    if !self.write_behind {
+                    if slot.is_none() {
                         self.write_out_wait(piece, b"").map_err(Abort::Io)?;
-                    } else if !self
-                        .write_or_leave(
-                            piece,
-                            |from| Bytes::copy_from_slice(&piece[from..]),
-                            FILE_PATIENCE,
-                        )
-                        .map_err(Abort::Io)?
-                    {
+                        sent += n as u64;
+                        self.body_sent = sent;
+                        continue;
+                    }
+                    let taken = self.write_some(piece, FILE_PATIENCE).map_err(Abort::Io)?;
+                    sent += taken as u64;
+                    if taken < n {
                         // The client does not keep up: the event loop sends the rest of the
-                        // file as its socket makes room, and no worker waits for it.
-                        self.leave_file(file, len - sent - n as u64);
+                        // file, from the first byte the socket did not take, as it makes
+                        // room; no worker waits for it.
+                        let back = -((n - taken) as i64);
+                        file.seek(SeekFrom::Current(back))
+                            .map_err(|e| Abort::Gateway(format!("seeking the file failed: {e}")))?;
+                        if let Some(slot) = slot.take() {
+                            self.leave_file(file, len - sent, slot);
+                        }
                         self.body_sent = len;
                         return Ok(len);
                     }
-                    sent += n as u64;
                     self.body_sent = sent;
                 }
                 if sent < len {

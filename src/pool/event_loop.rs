@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
-use crate::conn::{Conn, Head, Next};
+use crate::conn::{Conn, FileSlots, Head, Next, Progress};
 use crate::linger::Linger;
 use crate::server::{listening_poll, AcceptErrors, Shared, Throttle};
 use crate::transport::{Socket, Transport};
@@ -75,6 +75,8 @@ enum Slot {
 
 /// The event loop's state; whoever holds it (a worker or the keeper) runs a [`turn`](Self::turn).
 pub(crate) struct Loop {
+    /// File bodies the loop may be left to send: each holds a descriptor.
+    file_slots: Arc<FileSlots>,
     poll: Poll,
     events: Events,
     listener: Option<TcpListener>,
@@ -176,7 +178,9 @@ impl Loop {
         linger: Linger,
         max_connections: usize,
     ) -> Loop {
+        let soft = crate::linger::fd_soft_limit();
         Loop {
+            file_slots: FileSlots::new(super::file_budget(soft)),
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),
@@ -296,6 +300,7 @@ impl Loop {
                         Ok(socket) => {
                             let mut conn = Box::new(Conn::new(socket, Some(peer), local));
                             conn.write_behind = true;
+                            conn.file_slots = Some(self.file_slots.clone());
                             self.insert(conn)
                         }
                         Err(e) => tracing::debug!(error = %e, "cannot set up an accepted socket"),
@@ -645,17 +650,21 @@ impl Loop {
             return;
         };
         match conn.write_unsent_now() {
-            Ok((false, progressed)) => {
-                if progressed {
+            Ok(Progress::Blocked { progressed: true }) => self.put_back(token, conn),
+            Ok(Progress::Blocked { progressed: false }) => self.return_untouched(token, conn),
+            Ok(Progress::Paused) => {
+                // The socket may still have room, so no new edge would come: asking for
+                // the same events again makes the next poll report it, after the others.
+                if self.interest(token, &conn, Interest::READABLE | Interest::WRITABLE) {
                     self.put_back(token, conn);
                 } else {
-                    self.return_untouched(token, conn);
+                    self.close(token, conn, false);
                 }
             }
-            Ok((true, _)) if !self.interest(token, &conn, Interest::READABLE) => {
+            Ok(Progress::Done) if !self.interest(token, &conn, Interest::READABLE) => {
                 self.close(token, conn, false)
             }
-            Ok((true, _)) => match (conn.after_unsent, conn.head(&self.shared)) {
+            Ok(Progress::Done) => match (conn.after_unsent, conn.head(&self.shared)) {
                 (Next::KeepAlive, _) if !self.shared.is_shutting_down() => {
                     self.park(token, conn);
                     // The next request may have arrived meanwhile.

@@ -113,6 +113,13 @@ impl PoolServer {
 /// process and for the sockets that linger after they close (see [`crate::linger::room`]).
 /// `soft` is the soft `RLIMIT_NOFILE` ([`crate::linger::fd_soft_limit`]).
 pub(crate) fn fd_budget(soft: usize, workers: usize) -> usize {
-    soft.saturating_sub(32 + 2 * workers + crate::linger::room(soft))
+    soft.saturating_sub(32 + 2 * workers + crate::linger::room(soft) + file_budget(soft))
         .max(16)
+}
+
+/// How many file bodies the event loop may be left to send at once (each holds a
+/// descriptor beside its connection's): an eighth of the descriptor limit, 16 to 4,096.
+/// Past that, a worker sends a file to its end, however slow its client.
+pub(crate) fn file_budget(soft: usize) -> usize {
+    (soft / 8).clamp(16, 4096)
 }

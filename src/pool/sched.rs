@@ -1,5 +1,5 @@
-//! The pool's threads run under Linux's `SCHED_BATCH` policy (see
-//! [`Config::batch_scheduling`](crate::Config::batch_scheduling)).
+//! With [`Config::batch_scheduling`](crate::Config::batch_scheduling) on (it is off by
+//! default), the pool's worker threads run under Linux's `SCHED_BATCH` policy.
 //!
 //! Under the default policy a thread that wakes up preempts the one running if it has used
 //! less CPU, and an idle worker, which sleeps most of the time, always has. Before a gateway
@@ -10,6 +10,11 @@
 //! running thread blocks or its time slice ends, which is exactly when standing by is
 //! needed. Only a thread under the default policy (`SCHED_OTHER`) is moved; no privilege is
 //! needed for that, and a thread given another policy by its owner keeps it.
+//!
+//! The cost, and why it is off by default: a woken `SCHED_BATCH` worker also waits for any
+//! other task on its core, however low its priority, so a request that wakes one waits
+//! about a scheduler tick whenever the core is shared (BENCHMARKS.md); and on one CPU,
+//! where it mattered, the keeper now stands in for the stand-by wake-up.
 
 /// Keeps the calling thread under `SCHED_BATCH` while alive; restores the default policy
 /// when dropped.

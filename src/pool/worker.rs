@@ -140,8 +140,9 @@ impl Busy {
         result
     }
 
-    /// The worker of `clock` (if any) sends a streamed body until the guard drops: a file,
-    /// a reader or an iterator, which holds it until the client has taken the last piece.
+    /// The worker of `clock` (if any) sends a streamed body until the guard drops: a reader
+    /// or an iterator holds it until the client has taken the last piece, a file until
+    /// the client falls behind (the event loop then sends the rest).
     pub(crate) fn streaming(clock: Option<&Busy>) -> Streaming<'_> {
         if let Some(clock) = clock {
             let now = clock.epoch.elapsed().as_nanos() as u64;
@@ -601,8 +602,9 @@ impl<G: Gateway> Workers<G> {
 
 impl<G> Workers<G> {
     /// Warns, once each time it happens, that every worker is held by a streamed body: a
-    /// file, reader or iterator holds its worker until the client has taken all of it, so
-    /// slow clients or endless streams can leave none for new requests, which then wait.
+    /// reader or iterator holds its worker until the client has taken all of it (a file,
+    /// while the client keeps up), so slow clients or endless streams can leave none for
+    /// new requests, which then wait.
     fn tell_if_held_by_streams(&self, held: Option<usize>) {
         let Some(workers) = held else {
             self.all_streaming.store(false, Relaxed);
