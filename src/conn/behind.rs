@@ -319,6 +319,11 @@ impl<T: Transport> Conn<T> {
         Ok(taken)
     }
 
+    /// Leaves `bytes` to the event loop, behind what waits already.
+    pub(crate) fn leave(&mut self, bytes: Bytes) {
+        self.unsent.push(bytes);
+    }
+
     /// Leaves the next `len` bytes of `file` to the event loop, behind what waits already;
     /// `slot` is given back once the loop is done with it.
     pub(crate) fn leave_file(&mut self, file: File, len: u64, slot: FileSlot) {

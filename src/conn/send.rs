@@ -5,6 +5,7 @@
 use std::io::{self, IoSlice, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use bytes::Bytes;
 use http::{StatusCode, Version};
 
 use super::{error_response, Conn, Next, Peer};
@@ -267,11 +268,15 @@ impl<T: Transport> Conn<T> {
                         // The client does not keep up: the event loop sends the rest of the
                         // file, from the first byte the socket did not take, as it makes
                         // room; no worker waits for it.
-                        let back = -((n - taken) as i64);
-                        file.seek(SeekFrom::Current(back))
-                            .map_err(|e| Abort::Gateway(format!("seeking the file failed: {e}")))?;
+                        let rest = n - taken;
+                        let mut from_file = len - sent;
+                        if file.seek(SeekFrom::Current(-(rest as i64))).is_err() {
+                            // Not sought back: the rest of this piece goes as a copy.
+                            self.leave(Bytes::copy_from_slice(&piece[taken..]));
+                            from_file -= rest as u64;
+                        }
                         if let Some(slot) = slot.take() {
-                            self.leave_file(file, len - sent, slot);
+                            self.leave_file(file, from_file, slot);
                         }
                         self.body_sent = len;
                         return Ok(len);

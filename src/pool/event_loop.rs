@@ -180,7 +180,9 @@ impl Loop {
     ) -> Loop {
         let soft = crate::linger::fd_soft_limit();
         Loop {
-            file_slots: FileSlots::new(super::file_budget(soft)),
+            // The workers' own files (one each while they send one) come out of the
+            // descriptors `fd_budget` sets aside for them, not out of the slow readers'.
+            file_slots: FileSlots::new(super::file_budget(soft) + shared.config.pool_workers()),
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),
