@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sgi::{Body, Config, Handle, Limits, Request, RequestExt, Response, Timeouts};
-use support::{agent, config, echo, environ, response, start, target, wait_until, Backend, Gate};
+use sgi::{Body, Config, Handle, Limits, Request, RequestExt, Response};
+use support::{
+    agent, config, echo, environ, response, start, target, wait_until, with_timeouts, Backend, Gate,
+};
 
 on_every_backend!(
     port_zero_binds_a_free_port_and_reports_it,
@@ -43,12 +45,6 @@ on_every_backend!(
 const SHORT: Duration = Duration::from_millis(300);
 
 /// The test configuration with some timeouts changed.
-fn with_timeouts(change: impl FnOnce(&mut Timeouts)) -> Config {
-    let mut config = config();
-    change(&mut config.timeouts);
-    config
-}
-
 fn extreme_timeouts_are_taken_as_never_or_at_once_without_failing(backend: Backend) {
     // Duration::MAX is a natural way to say "never"; zero a careless one to say "at once".
     let server = start(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sgi::http::{header, StatusCode};
 use sgi::{Body, Config, Request, Response};
-use support::{agent, config, echo, response, start, target, Backend, Gate};
+use support::{agent, config, echo, response, start, target, with_timeouts, Backend, Gate};
 
 on_every_backend!(
     keeps_an_http11_connection_alive,
@@ -460,14 +460,7 @@ fn ignores_empty_lines_before_a_request_line(backend: Backend) {
 
 fn a_blank_line_left_unfinished_is_closed_without_an_answer(backend: Backend) {
     let head = std::time::Duration::from_millis(300);
-    let server = start(
-        backend,
-        config().timeouts(sgi::Timeouts {
-            head,
-            ..config().timeouts
-        }),
-        target,
-    );
+    let server = start(backend, with_timeouts(|t| t.head = head), target);
     // A stray CRLF after a request is no request yet: when the client then ends its side,
     // or goes quiet past the head timeout, the connection closes with nothing sent.
     for end_side in [true, false] {
@@ -815,14 +808,7 @@ fn a_read_into_an_empty_buffer_asks_the_client_for_nothing(backend: Backend) {
 
 fn ignores_100_continue_from_an_http10_client(backend: Backend) {
     let body = Duration::from_millis(500);
-    let server = start(
-        backend,
-        config().timeouts(sgi::Timeouts {
-            body,
-            ..config().timeouts
-        }),
-        echo,
-    );
+    let server = start(backend, with_timeouts(|t| t.body = body), echo);
     // An HTTP/1.0 client cannot understand 100 (RFC 9110 §10.1.1): it sends the body at once.
     let mut client = server.connect();
     client.send("PUT /old HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello");

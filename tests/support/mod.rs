@@ -60,6 +60,13 @@ pub fn config() -> Config {
     })
 }
 
+/// The test [`config`] with its timeouts changed by `change`.
+pub fn with_timeouts(change: impl FnOnce(&mut Timeouts)) -> Config {
+    let mut config = config();
+    change(&mut config.timeouts);
+    config
+}
+
 /// Starts `gateway` on `backend`, bound to a free port of 127.0.0.1 (`bind_with`).
 pub fn start<G: Gateway>(backend: Backend, config: Config, gateway: G) -> Running {
     start_with(backend, None, config, gateway)
