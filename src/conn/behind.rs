@@ -39,7 +39,7 @@ const FILE_PIECE: usize = 64 * 1024;
 /// Most bytes the event loop writes for one connection in one go before it turns to the
 /// others (as nginx's `sendfile_max_chunk`): a client that takes a file as fast as the
 /// loop reads it must not hold the loop for the whole file.
-pub(crate) const UNSENT_PER_TURN: usize = 2 << 20;
+const UNSENT_PER_TURN: usize = 2 << 20;
 
 /// How many file bodies may wait for the event loop at once: each holds a descriptor
 /// beside its connection's, and the connection cap leaves room for only so many.
