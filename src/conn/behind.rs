@@ -271,12 +271,14 @@ impl<T: Transport> Conn<T> {
         let mut written = 0;
         let (mut failed, mut blocked) = (None, false);
         while written < total && !blocked {
-            let mut slices = [IoSlice::new(&self.out), IoSlice::new(body)];
-            let mut bufs = &mut slices[..];
-            IoSlice::advance_slices(&mut bufs, written);
             let result = if patience.is_zero() {
-                self.io.write_now(bufs)
+                // One attempt, from the start: the common case, kept short.
+                self.io
+                    .write_now(&[IoSlice::new(&self.out), IoSlice::new(body)])
             } else {
+                let mut slices = [IoSlice::new(&self.out), IoSlice::new(body)];
+                let mut bufs = &mut slices[..];
+                IoSlice::advance_slices(&mut bufs, written);
                 self.io.write_within(bufs, patience)
             };
             match result {
