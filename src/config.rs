@@ -152,8 +152,8 @@ pub struct Config {
     /// Worker threads of the [`PoolServer`](crate::PoolServer); `None` picks 4 per core.
     pub workers: Option<usize>,
     /// Most open connections. `None` picks a backend default: 1024 connection threads for
-    /// the [`DevServer`](crate::DevServer), and what the file descriptor limit allows for the
-    /// [`PoolServer`](crate::PoolServer).
+    /// the [`DevServer`](crate::DevServer) (fewer if the file descriptor limit allows fewer),
+    /// and what the file descriptor limit allows for the [`PoolServer`](crate::PoolServer).
     ///
     /// At the cap the dev server answers newcomers `503`. The pool closes the connection
     /// idle longest between requests to let a newcomer in (as nginx reuses keep-alive

@@ -1,7 +1,8 @@
 //! The development server: a thread per connection, like Werkzeug's threaded `run_simple`,
 //! but one that sheds load instead of dying of it.
 //!
-//! At the connection cap ([`Config::max_connections`](crate::Config), default 1024), or when
+//! At the connection cap ([`Config::max_connections`](crate::Config), default 1024, or less
+//! where the descriptor limit allows fewer), or when
 //! the OS refuses a new thread, a connection gets `503 Service Unavailable` with
 //! `Retry-After` and is closed, a warning is logged, and accepting goes on.
 
@@ -24,6 +25,14 @@ use crate::{Config, Gateway, Handle};
 const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// The default connection cap: 1024 threads, or fewer if the descriptor limit (`soft`)
+/// allows fewer connections beside the process's own files and the lingering closes, so
+/// that the cap, and its `503`, comes before the accepts that fail with `EMFILE`.
+fn default_cap(soft: usize) -> usize {
+    let fits = soft.saturating_sub(32 + crate::linger::room(soft)).max(16);
+    DEFAULT_MAX_CONNECTIONS.min(fits)
+}
 
 /// The thread-per-connection development server.
 ///
@@ -167,11 +176,12 @@ impl DevServer {
     pub fn serve<G: Gateway>(self, gateway: G) -> io::Result<()> {
         let DevServer { listener, shared } = self;
         let config = &shared.config;
-        let cap = config.connection_cap(|| DEFAULT_MAX_CONNECTIONS);
+        let soft = crate::linger::fd_soft_limit();
+        let cap = config.connection_cap(|| default_cap(soft));
         let gateway = Arc::new(gateway);
         let linger = Arc::new(Linger::start(
             config.timeouts.linger,
-            crate::linger::room(crate::linger::fd_soft_limit()),
+            crate::linger::room(soft),
         )?);
         let live = Arc::new(Live::default());
 
@@ -352,5 +362,21 @@ impl Shedding {
         let _ = stream.set_nonblocking(true);
         let _ = (&*stream).write(&response);
         linger.close(stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_cap;
+
+    #[test]
+    fn the_default_cap_fits_the_descriptor_limit() {
+        // Plenty of descriptors: the thread cap.
+        assert_eq!(default_cap(65_536), 1024);
+        // The common soft limit: room is left for the process's own files and the
+        // lingering closes (an eighth), so accepts do not fail before the cap's 503.
+        assert_eq!(default_cap(1024), 1024 - 32 - 128);
+        // A tiny limit still serves a few.
+        assert_eq!(default_cap(64), 16);
     }
 }
