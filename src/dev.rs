@@ -194,10 +194,19 @@ impl DevServer {
         let mut accept_errors = AcceptErrors::default();
         let mut next_id = 0u64;
         while !shared.is_shutting_down() {
-            if let Err(e) = poll.poll(&mut events, backoff) {
+            // Shed connections not told yet are told once their second is up, even if no
+            // more come.
+            let wait = match (backoff, shed.warnings.held_for()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Err(e) = poll.poll(&mut events, wait) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
+            }
+            if let Some(shed) = shed.warnings.held_due() {
+                tracing::warn!(shed, "shedding load: answered 503 (since the last warning)");
             }
             backoff = None;
             while !shared.is_shutting_down() {

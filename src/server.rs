@@ -298,15 +298,36 @@ impl Throttle {
     /// `Some(n)` when the warning may be logged now (`n` occurrences since the last one).
     pub(crate) fn pass(&mut self) -> Option<u64> {
         self.held += 1;
-        let due = self
-            .last
-            .map_or(true, |at| at.elapsed() >= std::time::Duration::from_secs(1));
+        self.due()
+    }
+
+    /// The occurrences held back, once their warning may be logged (`None` before, or if
+    /// none are held): for a caller that looks now and then, so that a burst's last ones
+    /// are told even when nothing follows them.
+    pub(crate) fn held_due(&mut self) -> Option<u64> {
+        if self.held == 0 {
+            return None;
+        }
+        self.due()
+    }
+
+    /// How long until held occurrences may be told (`None` if none are held).
+    pub(crate) fn held_for(&self) -> Option<std::time::Duration> {
+        let since = self.last?.elapsed();
+        (self.held > 0).then(|| THROTTLE.saturating_sub(since))
+    }
+
+    fn due(&mut self) -> Option<u64> {
+        let due = self.last.map_or(true, |at| at.elapsed() >= THROTTLE);
         due.then(|| {
             self.last = Some(std::time::Instant::now());
             std::mem::take(&mut self.held)
         })
     }
 }
+
+/// The least time between two lines of one throttled warning.
+const THROTTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The poll both backends wait on: the listener (made non-blocking) registered as
 /// `listener_token`, and a waker, also handed to [`Handle::shutdown`], as `wake_token`.

@@ -131,3 +131,33 @@ fn a_pool_whose_every_worker_is_held_by_a_streamed_body_says_so() {
         reader.reset();
     }
 }
+
+/// Shedding is logged at most once a second with a count; the count of a burst's last
+/// connections is told a second later even when no more come.
+#[test]
+fn every_shed_connection_is_counted_in_the_log() {
+    server_log();
+    let server = start(Backend::Dev, config().max_connections(1), target);
+    let mut held = server.connect();
+    held.send("GET /held HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(held.response().status, 200);
+    for _ in 0..3 {
+        let mut shed = server.connect();
+        assert_eq!(shed.response().status, 503);
+    }
+    let counted = || -> u64 {
+        lines_with("shedding load")
+            .iter()
+            .filter_map(|line| {
+                line.split("shed=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    wait_until("all three shed connections are counted", || counted() == 3);
+    drop(held);
+}
