@@ -104,8 +104,23 @@ impl Busy {
 
     /// The gateway's code runs again (it makes the next piece of its body).
     pub(crate) fn resume(&self) {
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        self.running_since.store(now + 1, Relaxed);
+        self.running_since.store(self.stamp(), Relaxed);
+    }
+
+    /// Now, as the clocks store it: nanoseconds after `epoch`, plus one (zero is "not
+    /// running").
+    fn stamp(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// How long ago a clock was started, `None` if it is not running.
+    fn running_for(&self, clock: &AtomicU64) -> Option<Duration> {
+        let since = clock.load(Relaxed).checked_sub(1)?;
+        Some(
+            self.epoch
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(since)),
+        )
     }
 
     /// The gateway's code has returned (with its response, or a piece of its body).
@@ -145,21 +160,15 @@ impl Busy {
     /// the client falls behind (the event loop then sends the rest).
     pub(crate) fn streaming(clock: Option<&Busy>) -> Streaming<'_> {
         if let Some(clock) = clock {
-            let now = clock.epoch.elapsed().as_nanos() as u64;
-            clock.streaming_since.store(now + 1, Relaxed);
+            clock.streaming_since.store(clock.stamp(), Relaxed);
         }
         Streaming(clock)
     }
 
     /// Whether the worker has been sending one streamed body for `at_least`.
     fn streamed_for(&self, at_least: Duration) -> bool {
-        let Some(since) = self.streaming_since.load(Relaxed).checked_sub(1) else {
-            return false;
-        };
-        self.epoch
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(since))
-            >= at_least
+        self.running_for(&self.streaming_since)
+            .is_some_and(|streamed| streamed >= at_least)
     }
 
     fn end(&self) {
@@ -174,11 +183,7 @@ impl Busy {
         // begins meanwhile cannot be taken for one stuck since the first began.
         let current = self.current.lock();
         let (method, uri) = current.as_ref()?;
-        let since = self.running_since.load(Relaxed).checked_sub(1)?;
-        let elapsed = self
-            .epoch
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(since));
+        let elapsed = self.running_for(&self.running_since)?;
         if elapsed < timeout {
             return None;
         }
