@@ -30,8 +30,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// allows fewer connections beside the process's own files and the lingering closes, so
 /// that the cap, and its `503`, comes before the accepts that fail with `EMFILE`.
 fn default_cap(soft: usize) -> usize {
-    let fits = soft.saturating_sub(32 + crate::linger::room(soft)).max(16);
-    DEFAULT_MAX_CONNECTIONS.min(fits)
+    DEFAULT_MAX_CONNECTIONS.min(crate::linger::connections_fit(soft, 0))
 }
 
 /// The thread-per-connection development server.

@@ -40,6 +40,12 @@ pub(crate) fn room(soft: usize) -> usize {
     (soft / 8).clamp(16, 4096)
 }
 
+/// How many connections fit a soft descriptor limit `soft`, beside `reserved` other
+/// descriptors, 32 for the rest of the process and the lingering room: at least 16.
+pub(crate) fn connections_fit(soft: usize, reserved: usize) -> usize {
+    soft.saturating_sub(32 + room(soft) + reserved).max(16)
+}
+
 #[derive(Debug)]
 pub(crate) struct Linger {
     tx: Option<Sender<Arc<TcpStream>>>,

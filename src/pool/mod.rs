@@ -113,8 +113,7 @@ impl PoolServer {
 /// process and for the sockets that linger after they close (see [`crate::linger::room`]).
 /// `soft` is the soft `RLIMIT_NOFILE` ([`crate::linger::fd_soft_limit`]).
 pub(crate) fn fd_budget(soft: usize, workers: usize) -> usize {
-    soft.saturating_sub(32 + 2 * workers + crate::linger::room(soft) + file_budget(soft))
-        .max(16)
+    crate::linger::connections_fit(soft, 2 * workers + file_budget(soft))
 }
 
 /// How many file bodies the event loop may be left to send at once (each holds a
