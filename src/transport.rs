@@ -113,6 +113,29 @@ impl Socket {
         Ok(())
     }
 
+    /// Whether the client has ended its side (or reset the connection) with no byte left
+    /// unread before the end: one `MSG_PEEK`, which never blocks. Bytes waiting (a body, a
+    /// request pipelined behind) say the client is still there.
+    pub(crate) fn peer_ended(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        let peeked = socket2::SockRef::from(&*self.tcp).recv_with_flags(
+            &mut [std::mem::MaybeUninit::uninit()],
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        );
+        #[cfg(not(target_os = "linux"))]
+        let peeked = match self.nonblocking {
+            true => self.tcp.peek(&mut [0u8]),
+            false => return false,
+        };
+        match peeked {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
     /// Puts the socket back in the event loop's non-blocking mode.
     pub(crate) fn set_nonblocking(&mut self) -> io::Result<()> {
         if !self.nonblocking {

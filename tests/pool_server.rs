@@ -1331,3 +1331,76 @@ fn a_shutdown_at_the_cap_closes_no_idle_connection_for_a_newcomer() {
     pool.join().expect("serve returns Ok");
     drop(c);
 }
+
+/// A client that leaves while its request waits in the queue (as one does whose own timeout
+/// ran out on an overloaded server) costs no gateway call: the worker that takes the request
+/// finds the client gone and drops it, counted aborted. Clients still there are served, and
+/// so is one that ended its side together with its request (a half-close), however long it
+/// waited.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_request_whose_client_left_while_it_was_queued_is_not_served() {
+    let gate = Gate::new();
+    let called = Arc::new(Mutex::new(Vec::new()));
+    let pool = serve(config().workers(1), {
+        let (gate, called) = (gate.clone(), called.clone());
+        move |req: Request<'_>| {
+            called.lock().unwrap().push(req.uri().path().to_owned());
+            if req.uri().path() == "/block" {
+                gate.pass();
+            }
+            target(req)
+        }
+    });
+    let queued = || pool.handle.stats().queued_requests;
+    let mut blocked = pool.connect();
+    blocked.send(get("/block"));
+    gate.wait_for_waiting(1);
+    let mut left = pool.connect();
+    left.send(get("/left"));
+    // The request and the end of the client's side in one segment (corked), so that the
+    // loop reads both at once.
+    let mut half_closed = pool.connect();
+    let stream = half_closed.try_clone_stream();
+    socket2::SockRef::from(&stream).set_cork(true).unwrap();
+    half_closed.send(get("/half-closed"));
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut stays = pool.connect();
+    stays.send(get("/stays"));
+    wait_until("three requests queue behind the worker", || queued() == 3);
+    let all_queued = Instant::now();
+    drop(left);
+    // Readiness events come in the order they happened: once a newcomer's request is
+    // queued, the loop has seen the end of `left`.
+    let mut newcomer = pool.connect();
+    newcomer.send(get("/newcomer"));
+    wait_until("the newcomer queues too", || queued() == 4);
+    // A worker checks on the client of a request that has waited a second.
+    while all_queued.elapsed() < Duration::from_millis(1100) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gate.open();
+    for (client, path) in [
+        (&mut blocked, "/block"),
+        (&mut half_closed, "/half-closed"),
+        (&mut stays, "/stays"),
+        (&mut newcomer, "/newcomer"),
+    ] {
+        let reply = client.response();
+        assert_eq!((reply.status, reply.text()), (200, path.to_owned()));
+    }
+    wait_until("every request is counted", || {
+        let stats = pool.handle.stats();
+        stats.requests_served + stats.aborted_requests == 5
+    });
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.requests_served, stats.aborted_requests),
+        (4, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        *called.lock().unwrap(),
+        ["/block", "/half-closed", "/stays", "/newcomer"]
+    );
+}

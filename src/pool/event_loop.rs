@@ -42,7 +42,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 const SPARE_BUFFERS: usize = 1024;
 /// The status an access line gives a request whose client left before any answer was
 /// chosen (nginx's "client closed request").
-const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
+pub(crate) const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
     Ok(status) => status,
     Err(_) => StatusCode::BAD_REQUEST,
 };
@@ -502,7 +502,7 @@ impl Loop {
             Ok(open) => match conn.head(&self.shared) {
                 // A small body still arriving waits here, not on a worker.
                 Head::Ready if open && conn.awaits_body(&self.shared) => self.park(token, conn),
-                Head::Ready => self.dispatch(token, conn, ended),
+                Head::Ready => self.dispatch(token, conn, ended || !open),
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
                     // The client ended its side mid-head: answer 400 and close.
@@ -541,6 +541,8 @@ impl Loop {
             token,
             conn,
             readiness: readiness.clone(),
+            ended,
+            queued: Instant::now(),
         };
         self.shared.stats.queued.fetch_add(1, Relaxed);
         if !self.ready.is_empty() {

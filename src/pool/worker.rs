@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 use http::{Method, Uri};
 use parking_lot::Mutex;
 
-use super::event_loop::{Loop, Readiness, TICK};
+use super::event_loop::{Loop, Readiness, CLIENT_GONE, TICK};
 use super::queue::{JobQueue, Sleeper};
 use crate::conn::{Conn, Ctx, Next};
 use crate::server::Shared;
@@ -26,6 +26,10 @@ pub(crate) struct Job {
     pub(crate) token: usize,
     pub(crate) conn: Box<Conn<Socket>>,
     pub(crate) readiness: Readiness,
+    /// The client had ended its side when its request was queued: it wants the answer
+    /// all the same (a half-close after the request).
+    pub(crate) ended: bool,
+    pub(crate) queued: Instant,
 }
 
 /// A connection coming back from a worker, and what to do with it.
@@ -33,6 +37,24 @@ pub(crate) struct Done {
     pub(crate) token: usize,
     pub(crate) conn: Box<Conn<Socket>>,
     pub(crate) next: Next,
+}
+
+/// How long a request waits in the queue before the worker that takes it first makes sure
+/// its client is still there. Shorter waits are not checked: a client may end its side
+/// right after its request (a half-close) and still want the answer, and the end may reach
+/// the loop only after the request did.
+const CHECK_CLIENT_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether the client of a queued request left while it waited (as a client does whose own
+/// timeout ran out on an overloaded server): the request is then dropped unserved rather
+/// than given to the gateway, as nginx and HAProxy drop a request whose client closed.
+/// Costs nothing unless the loop saw the connection stir while the request waited, and
+/// one non-blocking peek then.
+fn abandoned(conn: &Conn<Socket>, readiness: &Readiness, ended: bool, queued: Instant) -> bool {
+    !ended
+        && readiness.load(SeqCst)
+        && queued.elapsed() >= CHECK_CLIENT_AFTER
+        && conn.io.peer_ended()
 }
 
 thread_local! {
@@ -368,19 +390,17 @@ impl<G: Gateway> Workers<G> {
             token,
             mut conn,
             readiness,
+            ended,
+            queued,
         } = job;
         stats.queued.fetch_sub(1, Relaxed);
         stats.active.fetch_add(1, Relaxed);
         busy.serving.store(token, Relaxed);
-        let next = loop {
-            let next = conn.serve(ctx);
-            #[cfg(test)]
-            tests::panic_if_asked(self.shared.local_addr.port());
-            // A pipelined request is served here, without a round trip through the loop,
-            // unless the client is slow to take the answers (they wait in the loop).
-            if next != Next::KeepAlive || conn.has_unsent() || !conn.next_pipelined(&self.shared) {
-                break next;
-            }
+        let next = if abandoned(&conn, &readiness, ended, queued) {
+            conn.cut_unserved(&self.shared, CLIENT_GONE);
+            Next::Close
+        } else {
+            self.serve_conn(&mut conn, ctx)
         };
         // Answers held back to go out with the next one leave before the connection does
         // (the next request may wait in the loop for its body).
@@ -416,6 +436,20 @@ impl<G: Gateway> Workers<G> {
             return false;
         }
         true
+    }
+
+    /// Serves the request a job brought, and any request pipelined behind it.
+    fn serve_conn(&self, conn: &mut Conn<Socket>, ctx: &Ctx<'_, G>) -> Next {
+        loop {
+            let next = conn.serve(ctx);
+            #[cfg(test)]
+            tests::panic_if_asked(self.shared.local_addr.port());
+            // A pipelined request is served here, without a round trip through the loop,
+            // unless the client is slow to take the answers (they wait in the loop).
+            if next != Next::KeepAlive || conn.has_unsent() || !conn.next_pipelined(&self.shared) {
+                return next;
+            }
+        }
     }
 
     /// Hands a connection back through the channel to the loop (whoever takes the next
