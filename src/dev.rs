@@ -195,10 +195,10 @@ impl DevServer {
         while !shared.is_shutting_down() {
             // Shed connections not told yet are told once their second is up, even if no
             // more come.
-            let wait = match (backoff, shed.warnings.held_for()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wait = [backoff, shed.warnings.held_for(), accept_errors.held_for()]
+                .into_iter()
+                .flatten()
+                .min();
             if let Err(e) = poll.poll(&mut events, wait) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
@@ -207,13 +207,14 @@ impl DevServer {
             if let Some(shed) = shed.warnings.held_due() {
                 tracing::warn!(shed, "shedding load: answered 503 (since the last warning)");
             }
+            accept_errors.tell_held();
             backoff = None;
             while !shared.is_shutting_down() {
                 let (stream, peer) = match listener.accept() {
                     Ok(accepted) => accepted,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        backoff = Some(accept_errors.failed(&e));
+                        backoff = Some(accept_errors.failed(e));
                         break;
                     }
                 };

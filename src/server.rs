@@ -259,22 +259,46 @@ pub(crate) fn adopt(listener: std::net::TcpListener) -> std::io::Result<std::net
 /// pauses accepting for a moment and is logged at most once a second: a warning for the
 /// kinds expected under load, an error for the rest.
 #[derive(Debug, Default)]
-pub(crate) struct AcceptErrors(Throttle);
+pub(crate) struct AcceptErrors {
+    throttle: Throttle,
+    /// The last failure held back, told with the count once its second is up.
+    held: Option<std::io::Error>,
+}
 
 impl AcceptErrors {
     /// How long accepting pauses after a failure.
     pub(crate) const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
     /// Logs `e` (throttled) and returns how long to pause accepting.
-    pub(crate) fn failed(&mut self, e: &std::io::Error) -> std::time::Duration {
-        if let Some(times) = self.0.pass() {
-            if accept_error_is_transient(e) {
-                tracing::warn!(error = %e, times, "accept failed; backing off");
-            } else {
-                tracing::error!(error = %e, times, "accept failed; backing off");
-            }
+    pub(crate) fn failed(&mut self, e: std::io::Error) -> std::time::Duration {
+        match self.throttle.pass() {
+            Some(times) => Self::tell(&e, times),
+            None => self.held = Some(e),
         }
         Self::PAUSE
+    }
+
+    /// Tells the failures held back once their second is up, even if no more come: for a
+    /// caller that looks now and then (at least every [`held_for`](Self::held_for)).
+    pub(crate) fn tell_held(&mut self) {
+        if let Some(times) = self.throttle.held_due() {
+            if let Some(e) = self.held.take() {
+                Self::tell(&e, times);
+            }
+        }
+    }
+
+    /// How long until failures held back may be told (`None` if none are).
+    pub(crate) fn held_for(&self) -> Option<std::time::Duration> {
+        self.throttle.held_for()
+    }
+
+    fn tell(e: &std::io::Error, times: u64) {
+        if accept_error_is_transient(e) {
+            tracing::warn!(error = %e, times, "accept failed; backing off");
+        } else {
+            tracing::error!(error = %e, times, "accept failed; backing off");
+        }
     }
 }
 
@@ -348,4 +372,77 @@ pub(crate) fn listening_poll(
         mio::Interest::READABLE,
     )?;
     Ok((poll, waker))
+}
+
+/// Runs `work` with this thread's `tracing` events captured, and returns what it logged.
+#[cfg(test)]
+pub(crate) fn captured_log<R>(work: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<parking_lot::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, work);
+    let text = String::from_utf8_lossy(&log.0.lock()).into_owned();
+    (result, text)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The sum of `times=N` over the lines that contain `needle`.
+    pub(crate) fn times_told(log: &str, needle: &str) -> u64 {
+        log.lines()
+            .filter(|line| line.contains(needle))
+            .filter_map(|line| {
+                line.split("times=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn accept_failures_held_back_are_told_once_their_second_is_up() {
+        let ((), log) = captured_log(|| {
+            let mut errors = AcceptErrors::default();
+            let emfile = || std::io::Error::from_raw_os_error(24);
+            errors.failed(emfile());
+            errors.failed(emfile());
+            errors.failed(emfile());
+            // Held: nothing more is told before the second is up...
+            errors.tell_held();
+            let wait = errors.held_for().expect("two failures are held");
+            assert!(wait <= Duration::from_secs(1));
+            // ...and everything after it, though no failure comes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while errors.held_for().is_some() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the held failures were never told"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+                errors.tell_held();
+            }
+        });
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert_eq!(times_told(&log, "accept failed; backing off"), 3, "{log}");
+    }
 }

@@ -315,7 +315,7 @@ impl Loop {
                         self.accepting = false;
                     } else {
                         self.accept_paused_until =
-                            Some(Instant::now() + self.accept_errors.failed(&e));
+                            Some(Instant::now() + self.accept_errors.failed(e));
                     }
                     return;
                 }
@@ -323,12 +323,16 @@ impl Loop {
         }
         // At the cap: the kernel backlog holds newcomers until a connection closes.
         if let Some(times) = self.at_cap.pass() {
-            tracing::warn!(
-                max_connections = self.max_connections,
-                times,
-                "connection limit reached; pausing accept"
-            );
+            self.tell_at_cap(times);
         }
+    }
+
+    fn tell_at_cap(&self, times: u64) {
+        tracing::warn!(
+            max_connections = self.max_connections,
+            times,
+            "connection limit reached; pausing accept"
+        );
     }
 
     /// The longest-idle connection picked at the last tick that is still idle since then.
@@ -718,6 +722,12 @@ impl Loop {
 
     /// Closes connections past their idle or head timeout.
     fn tick(&mut self, now: Instant) {
+        // Warnings held back by their throttle are told once their second is up, even when
+        // the burst that raised them is over.
+        if let Some(times) = self.at_cap.held_due() {
+            self.tell_at_cap(times);
+        }
+        self.accept_errors.tell_held();
         let timeouts = &self.shared.config.timeouts;
         let (idle, head, body, write) =
             (timeouts.idle, timeouts.head, timeouts.body, timeouts.write);
@@ -947,6 +957,46 @@ mod tests {
         assert_eq!(
             stats.served.load(Relaxed) + stats.rejected_requests.load(Relaxed),
             0
+        );
+    }
+
+    /// The cap warning is throttled to once a second; what it held back when the cap
+    /// stopped being hit is still told, at a tick a second later.
+    #[test]
+    fn the_connection_cap_held_back_in_a_burst_is_told_when_it_ends() {
+        use std::io::Write;
+        const WARNING: &str = "connection limit reached";
+        let ((), log) = crate::server::captured_log(|| {
+            let (mut lp, addr) = lonely_loop();
+            lp.max_connections = 1;
+            // Mid-head, so not idle: no newcomer takes its place.
+            let mut first = TcpStream::connect(addr).unwrap();
+            first.write_all(b"GET / HT").unwrap();
+            accept(&mut lp, 1);
+            // At the cap: told once, then held for the rest of the second.
+            let _newcomer = TcpStream::connect(addr).unwrap();
+            for _ in 0..3 {
+                lp.accepting = true;
+                lp.turn(false);
+            }
+            assert!(lp.at_cap.held_for().is_some(), "nothing was held back");
+            // The cap is no longer hit once `first` is gone and the newcomer is in.
+            drop(first);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lp.at_cap.held_for().is_some() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the held warnings were never told"
+                );
+                lp.turn(true);
+            }
+        });
+        let lines = log.lines().filter(|line| line.contains(WARNING)).count();
+        assert_eq!(lines, 2, "{log}");
+        eprintln!("{log}");
+        assert!(
+            crate::server::tests::times_told(&log, WARNING) >= 3,
+            "{log}"
         );
     }
 
