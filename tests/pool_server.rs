@@ -1375,7 +1375,7 @@ fn a_request_whose_client_left_while_it_was_queued_is_not_served() {
     let mut newcomer = pool.connect();
     newcomer.send(get("/newcomer"));
     wait_until("the newcomer queues too", || queued() == 4);
-    // A worker checks on the client of a request that has waited a second.
+    // A worker checks on the client of a queued request that began to arrive a second ago.
     while all_queued.elapsed() < Duration::from_millis(1100) {
         std::thread::sleep(Duration::from_millis(20));
     }

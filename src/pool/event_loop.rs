@@ -546,7 +546,6 @@ impl Loop {
             conn,
             readiness: readiness.clone(),
             ended,
-            queued: Instant::now(),
         };
         self.shared.stats.queued.fetch_add(1, Relaxed);
         if !self.ready.is_empty() {

@@ -29,7 +29,6 @@ pub(crate) struct Job {
     /// The client had ended its side when its request was queued: it wants the answer
     /// all the same (a half-close after the request).
     pub(crate) ended: bool,
-    pub(crate) queued: Instant,
 }
 
 /// A connection coming back from a worker, and what to do with it.
@@ -39,8 +38,8 @@ pub(crate) struct Done {
     pub(crate) next: Next,
 }
 
-/// How long a request waits in the queue before the worker that takes it first makes sure
-/// its client is still there. Shorter waits are not checked: a client may end its side
+/// How long after a request began to arrive the worker that takes it from the queue first
+/// makes sure its client is still there. Sooner is not checked: a client may end its side
 /// right after its request (a half-close) and still want the answer, and the end may reach
 /// the loop only after the request did.
 const CHECK_CLIENT_AFTER: Duration = Duration::from_secs(1);
@@ -48,12 +47,14 @@ const CHECK_CLIENT_AFTER: Duration = Duration::from_secs(1);
 /// Whether the client of a queued request left while it waited (as a client does whose own
 /// timeout ran out on an overloaded server): the request is then dropped unserved rather
 /// than given to the gateway, as nginx and HAProxy drop a request whose client closed.
-/// Costs nothing unless the loop saw the connection stir while the request waited, and
-/// one non-blocking peek then.
-fn abandoned(conn: &Conn<Socket>, readiness: &Readiness, ended: bool, queued: Instant) -> bool {
+/// Costs nothing unless the loop saw the connection stir while the request waited, and a
+/// clock read and one non-blocking peek then.
+fn abandoned(conn: &Conn<Socket>, readiness: &Readiness, ended: bool) -> bool {
     !ended
         && readiness.load(SeqCst)
-        && queued.elapsed() >= CHECK_CLIENT_AFTER
+        && conn
+            .head_started
+            .is_some_and(|started| started.elapsed() >= CHECK_CLIENT_AFTER)
         && conn.io.peer_ended()
 }
 
@@ -391,12 +392,11 @@ impl<G: Gateway> Workers<G> {
             mut conn,
             readiness,
             ended,
-            queued,
         } = job;
         stats.queued.fetch_sub(1, Relaxed);
         stats.active.fetch_add(1, Relaxed);
         busy.serving.store(token, Relaxed);
-        let next = if abandoned(&conn, &readiness, ended, queued) {
+        let next = if abandoned(&conn, &readiness, ended) {
             conn.cut_unserved(&self.shared, CLIENT_GONE);
             Next::Close
         } else {
