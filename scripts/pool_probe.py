@@ -7,9 +7,11 @@ Usage (from the crate root, after `cargo build --release --examples`):
     python3 scripts/pool_probe.py idle           # 10k idle keep-alive connections
     python3 scripts/pool_probe.py slowloris      # 1k stalled half-heads vs fresh requests
     python3 scripts/pool_probe.py shutdown       # SIGTERM with requests in flight
+    python3 scripts/pool_probe.py abandoned      # clients that give up on an overloaded pool
 
 Options (any command): --bin PATH (default target/release/examples/echo), --workers N (8),
---idle-conns N (10000), --stalled M (1000), --inflight K (200), --fresh-seconds S (5).
+--idle-conns N (10000), --stalled M (1000), --inflight K (200), --fresh-seconds S (5),
+--givers-up G (400).
 
 Each probe starts its own server with `--server pool --bind 127.0.0.1:0`, parses the
 `listening on http://IP:PORT` line, talks to it over 127.0.0.1 only, and kills it at the
@@ -712,12 +714,51 @@ def probe_shutdown(args):
             sel.close()
 
 
+def probe_abandoned(args):
+    """Overload with clients that give up: G clients each send one request of 50 ms to a pool
+    of 2 workers (40 requests a second), and each closes its connection if no answer came
+    within 2 s, as a client with a timeout does. A fresh request sent once they have all
+    given up must not wait for the pool to serve every abandoned request (8 s of work for
+    the 320 or so left): the workers drop a queued request whose client has gone."""
+    import threading
+    name = "abandoned"
+    n, give_up, workers = args.givers_up, 2.0, 2
+    print(f"\n== abandoned: {n} clients give up after {give_up:.0f} s on {workers} workers "
+          f"with a 50 ms gateway ==", flush=True)
+    with Server(args.bin, workers) as srv:
+        info(f"server pid {srv.pid} on port {srv.port}")
+        answered = []
+
+        def client():
+            try:
+                with socket.create_connection((HOST, srv.port), timeout=give_up) as s:
+                    s.sendall(request("/?sleep_ms=50"))
+                    if s.recv(12).startswith(b"HTTP/1.1 200"):
+                        answered.append(1)
+            except OSError:
+                pass  # gave up: the connection is closed unanswered
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(n)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=give_up + 10)
+        t1 = time.monotonic()
+        status, took = fetch(srv.port, "/", timeout=30.0)
+        info(f"{len(answered)}/{n} answered before their clients gave up (the pool can serve "
+             f"about {workers * 20 * give_up:.0f} in {give_up:.0f} s); all done in "
+             f"{t1 - t0:.1f} s; a fresh request then took {took:.2f} s ({status})")
+        return claim(name, "a fresh request after the burst is answered within 1 s",
+                     status == 200 and took < 1.0, f"{took:.2f} s")
+
+
 # ----------------------------------------------------------------------------------------
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["idle", "slowloris", "shutdown", "all"])
+    p.add_argument("command", choices=["idle", "slowloris", "shutdown", "abandoned", "all"])
     p.add_argument("--bin", default=DEFAULT_BIN, help="server binary (the echo example)")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--idle-conns", type=int, default=10000)
@@ -731,6 +772,7 @@ def main():
     p.add_argument("--margin", type=float, default=5.0,
                    help="seconds past the head timeout to wait for closes")
     p.add_argument("--inflight", type=int, default=200)
+    p.add_argument("--givers-up", type=int, default=400)
     p.add_argument("--exit-wait", type=float, default=35.0)
     p.add_argument("--term-grace", type=float, default=0.3,
                    help="seconds between the last request sent and SIGTERM")
@@ -744,7 +786,8 @@ def main():
           f"(hard {hard}); servers started by this script inherit it", flush=True)
     print(f"server binary: {args.bin}", flush=True)
 
-    probes = {"idle": probe_idle, "slowloris": probe_slowloris, "shutdown": probe_shutdown}
+    probes = {"idle": probe_idle, "slowloris": probe_slowloris, "shutdown": probe_shutdown,
+              "abandoned": probe_abandoned}
     order = list(probes) if args.command == "all" else [args.command]
     for key in order:
         try:
