@@ -266,7 +266,8 @@ impl Config {
     /// [`Environ::script_name`](crate::Environ), and a request path that starts with it has
     /// it taken off (`/api/users` comes as `/users`), so that prefix and path together are
     /// the path as sent; the prefix alone, `/api` as `/api/`, comes as `/` (a path cannot
-    /// be empty, so the two cannot be told apart). A path that does not start with it is
+    /// be empty; [`RequestExt::original_uri`](crate::RequestExt::original_uri) tells the
+    /// two apart, and the access log shows the target as sent). A path that does not start with it is
     /// passed on as it is, `script_name` still set (a proxy in front may strip the prefix
     /// itself). To answer `404` outside the prefix instead, wrap the gateway in
     /// [`Mount`](crate::middleware::Mount), which also matches the path as sent (`%61pi`

@@ -52,6 +52,11 @@ pub struct Environ {
     pub server_port: u16,
     /// The mount prefix (WSGI's `SCRIPT_NAME`), empty when mounted at the root.
     pub script_name: Arc<str>,
+    /// The request target as the client sent it, when a mount prefix was taken off the
+    /// request's URI (`None` when nothing was: the URI is the target as sent). With it a
+    /// gateway tells `/api` from `/api/` under the prefix `/api` (both reach it as `/`, as
+    /// a URI's path cannot be empty); [`RequestExt::original_uri`] reads either.
+    pub original_uri: Option<http::Uri>,
     /// When the request's head was complete.
     pub started: Instant,
     /// How many requests this connection served before this one.
@@ -80,6 +85,7 @@ impl Default for Environ {
             server_name: Arc::from("localhost"),
             server_port: 80,
             script_name: Arc::from(""),
+            original_uri: None,
             started: Instant::now(),
             request_index: 0,
         }
@@ -94,6 +100,26 @@ pub trait RequestExt {
     /// If the request did not come from an `sgi` server or test client (its extensions hold
     /// no [`Environ`]).
     fn environ(&self) -> &Environ;
+
+    /// The request target as the client sent it: the URI from before any mount prefix was
+    /// taken off ([`Environ::original_uri`]), else the request's own.
+    ///
+    /// ```
+    /// use sgi::middleware::Mount;
+    /// use sgi::{Body, Request, RequestExt, Response, TestClient};
+    ///
+    /// let app = |req: Request<'_>| {
+    ///     Response::new(Body::from(format!("{} {}", req.uri(), req.original_uri())))
+    /// };
+    /// let client = TestClient::new(Mount::new("/api", app));
+    /// assert_eq!(client.get("/api").send().body(), "/ /api");
+    /// assert_eq!(client.get("/api/?q").send().body(), "/?q /api/?q");
+    /// assert_eq!(TestClient::new(app).get("/x").send().body(), "/x /x");
+    /// ```
+    ///
+    /// # Panics
+    /// As [`environ`](Self::environ).
+    fn original_uri(&self) -> &http::Uri;
 }
 
 impl<B> RequestExt for http::Request<B> {
@@ -101,5 +127,9 @@ impl<B> RequestExt for http::Request<B> {
         self.extensions()
             .get::<Environ>()
             .expect("request has no sgi::Environ extension")
+    }
+
+    fn original_uri(&self) -> &http::Uri {
+        self.environ().original_uri.as_ref().unwrap_or(self.uri())
     }
 }

@@ -22,6 +22,7 @@ on_every_backend!(
     a_panic_past_the_gateway_still_tells_the_request_once,
     an_extension_panicking_when_dropped_leaves_a_whole_answer_served,
     a_large_whole_body_cut_midway_logs_what_went_out,
+    a_mounted_request_is_logged_with_its_target_as_sent,
 );
 
 /// Where the log stands now: lines for a client address are looked for after it, since a
@@ -219,6 +220,18 @@ fn access_log_has_a_line_per_request(backend: Backend) {
         assert!(line.contains(&format!("method={method} ")), "{line}");
         assert!(line.contains("status=200"), "{line}");
     }
+}
+
+/// Under `Config::mount` the gateway sees the path without the prefix; the log keeps the
+/// target the client sent.
+fn a_mounted_request_is_logged_with_its_target_as_sent(backend: Backend) {
+    access_log();
+    let prefix = format!("/mounted-{backend:?}");
+    let server = start(backend, config().mount(&prefix), target);
+    let res = response(agent().get(&server.url(&format!("{prefix}/x?q=1"))).call());
+    assert_eq!(res.into_string().unwrap(), "/x?q=1");
+    let line = line_for(&format!("{prefix}/x?q=1"));
+    assert!(line.contains("status=200"), "{line}");
 }
 
 fn access_log_has_a_line_for_each_request_the_server_rejects(backend: Backend) {

@@ -197,15 +197,21 @@ fn environ_reports_the_peer_and_local_addresses(backend: Backend) {
 fn environ_reports_the_mount_as_script_name(backend: Backend) {
     let server = start(backend, config().mount("/api/"), |req: Request<'_>| {
         let script_name = req.environ().script_name.to_string();
-        Response::new(Body::from(format!("{script_name} {}", req.uri())))
+        let original = req.original_uri();
+        Response::new(Body::from(format!(
+            "{script_name} {} {original}",
+            req.uri()
+        )))
     });
-    // Prefix and path together are the path as sent (WSGI's SCRIPT_NAME and PATH_INFO).
+    // Prefix and path together are the path as sent (WSGI's SCRIPT_NAME and PATH_INFO), and
+    // the target as sent is kept (`/api` and `/api/` both reach the gateway as `/`).
     for (sent, seen) in [
-        ("/api/users?x=1", "/api /users?x=1"),
-        ("/api", "/api /"),
+        ("/api/users?x=1", "/api /users?x=1 /api/users?x=1"),
+        ("/api", "/api / /api"),
+        ("/api/", "/api / /api/"),
         // Not under the prefix (a proxy in front stripped it): passed on as it is.
-        ("/users", "/api /users"),
-        ("/apiary", "/api /apiary"),
+        ("/users", "/api /users /users"),
+        ("/apiary", "/api /apiary /apiary"),
     ] {
         let res = response(agent().get(&server.url(sent)).call());
         assert_eq!(res.into_string().unwrap(), seen, "{sent}");

@@ -483,11 +483,17 @@ impl<T: Transport> Conn<T> {
         // client must not), which may come after the close.
         let crlf_may_follow = version == Version::HTTP_10 && framing != Framing::None;
         self.body = BodyState::new(framing, expect_continue);
+        let mut original_uri = None;
         if !config.script_name.is_empty() {
             if let Some(under) = crate::middleware::under_prefix(&uri, &config.script_name) {
-                uri = under;
+                original_uri = Some(std::mem::replace(&mut uri, under));
             }
         }
+        // For the access line, and for the log of a gateway that panics: the target as sent.
+        let requested = (
+            method.clone(),
+            original_uri.as_ref().unwrap_or(&uri).clone(),
+        );
         let environ = Environ {
             peer_addr: self.peer,
             local_addr: self.local,
@@ -495,15 +501,14 @@ impl<T: Transport> Conn<T> {
             server_name: shared.server_name.clone(),
             server_port: shared.server_port,
             script_name: config.script_name.clone(),
+            original_uri,
             started,
             request_index: self.served,
         };
         self.served += 1;
         if let Some(worker) = ctx.worker {
-            worker.begin(&method, &uri);
+            worker.begin(&requested.0, &requested.1);
         }
-        // For the access line, and for the log of a gateway that panics.
-        let requested = (method.clone(), uri.clone());
         let is_head = method == http::Method::HEAD;
         let is_connect = method == http::Method::CONNECT;
 

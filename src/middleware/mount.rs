@@ -120,9 +120,11 @@ impl<G: Gateway, F: Gateway> Gateway for Mount<G, F> {
         let Some(uri) = under_prefix(req.uri(), &self.prefix) else {
             return self.fallback.call(req);
         };
-        *req.uri_mut() = uri;
+        let original = std::mem::replace(req.uri_mut(), uri);
         if let Some(env) = req.extensions_mut().get_mut::<Environ>() {
             env.script_name = Arc::from(format!("{}{}", env.script_name, self.prefix));
+            // The outermost mount keeps the target as sent.
+            env.original_uri.get_or_insert(original);
         }
         self.inner.call(req)
     }
@@ -136,4 +138,27 @@ fn not_found() -> Response {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, RequestExt, TestClient};
+
+    fn report(req: Request<'_>) -> Response {
+        let env = req.environ();
+        let seen = format!("{} {} {}", env.script_name, req.uri(), req.original_uri());
+        Response::new(Body::from(seen))
+    }
+
+    #[test]
+    fn nested_mounts_keep_the_target_as_sent() {
+        let nested = TestClient::new(Mount::new("/a", Mount::new("/b", report)));
+        assert_eq!(nested.get("/a/b/x?q").send().text(), "/a/b /x?q /a/b/x?q");
+        assert_eq!(nested.get("/a/b").send().text(), "/a/b / /a/b");
+        // Under the server's own mount too: the outermost rewrite keeps the original.
+        let config = Config::default().mount("/api");
+        let both = TestClient::with_config(Mount::new("/v1", report), config);
+        assert_eq!(both.get("/api/v1/").send().text(), "/api/v1 / /api/v1/");
+    }
 }
