@@ -208,6 +208,10 @@ fn chunk_size(line: &[u8]) -> Result<(u64, usize), Error> {
     if !valid_extensions(extensions) {
         return Err(Error::BadChunk("invalid chunk extension"));
     }
+    // Leading zeros are digits of the grammar (`1*HEXDIG`) that httparse counts against its
+    // 16-digit bound; a size is read the same without them.
+    let zeros = text[..digits].iter().take_while(|&&b| b == b'0').count();
+    let line = &line[zeros.min(digits - 1)..];
     match httparse::parse_chunk_size(line) {
         Ok(httparse::Status::Complete((n, size))) if n == line.len() => {
             Ok((size, extensions.len()))
@@ -482,6 +486,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// `1*HEXDIG`: leading zeros do not count against the 16 digits a size may need.
+    #[test]
+    fn takes_a_size_with_leading_zeros_past_sixteen_digits() {
+        let zeros = "0".repeat(40);
+        let input = format!("{zeros}5\r\nhello\r\n{zeros}\r\n\r\n");
+        assert_eq!(decode(input.as_bytes(), 64).unwrap(), b"hello");
+        let input = format!("{zeros}5;a=b\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(decode(input.as_bytes(), 64).unwrap(), b"hello");
+        // Seventeen significant digits are still past any size.
+        let input = format!("{zeros}10000000000000000\r\nhello\r\n0\r\n\r\n");
+        assert!(matches!(
+            decode(input.as_bytes(), 64),
+            Err(Error::BadChunk("invalid chunk size"))
+        ));
     }
 
     #[test]

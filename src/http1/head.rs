@@ -371,7 +371,7 @@ struct Facts {
     codings: usize,
     chunked: usize,
     last_chunked: bool,
-    /// A Transfer-Encoding field line named no coding at all.
+    /// A Transfer-Encoding field line has an empty list element (or names no coding).
     empty_coding_line: bool,
     close: bool,
     keep_alive: bool,
@@ -401,21 +401,20 @@ impl Facts {
             self.content_length = Some(n);
             self.content_lengths += 1;
         } else if name == header::TRANSFER_ENCODING {
-            let before = self.codings;
-            for item in bytes
-                .split(|&b| b == b',')
-                .map(trim_ows)
-                .filter(|i| !i.is_empty())
-            {
+            for item in bytes.split(|&b| b == b',').map(trim_ows) {
+                if item.is_empty() {
+                    // An empty element (`chunked,`, `, chunked`, or no coding at all) is
+                    // one a recipient may skip (RFC 9110 §5.6.1), and one that other
+                    // parsers refuse or read as no framing: the body's end could be read
+                    // two ways.
+                    self.codings += 1;
+                    self.last_chunked = false;
+                    self.empty_coding_line = true;
+                    continue;
+                }
                 self.codings += 1;
                 self.last_chunked = item.eq_ignore_ascii_case(b"chunked");
                 self.chunked += usize::from(self.last_chunked);
-            }
-            if self.codings == before {
-                // A field naming no coding still makes the framing unreadable.
-                self.codings += 1;
-                self.last_chunked = false;
-                self.empty_coding_line = true;
             }
         } else if name == header::CONNECTION {
             for item in bytes.split(|&b| b == b',').map(trim_ows) {
@@ -445,10 +444,11 @@ impl Facts {
             (true, false) if version == Version::HTTP_10 => Err(Error::BadRequest(
                 "Transfer-Encoding in an HTTP/1.0 request",
             )),
-            // An empty line beside another would read as `, chunked` or `chunked,` to one
-            // parser and as no framing to another: refused, whatever the rest says.
+            // An empty element, or an empty line beside another, would read as `, chunked`
+            // or `chunked,` to one parser and as no framing to another: refused, whatever
+            // the rest says.
             (true, false) if self.empty_coding_line => {
-                Err(Error::BadRequest("empty Transfer-Encoding field"))
+                Err(Error::BadRequest("empty Transfer-Encoding element"))
             }
             // Only `chunked` is decoded; it must come last and once (RFC 9112 §6.1, §6.3).
             (true, false) if !self.last_chunked => Err(Error::BadRequest(
@@ -902,22 +902,24 @@ mod tests {
     }
 
     #[test]
-    fn rejects_an_empty_transfer_encoding_line_beside_another() {
+    fn rejects_an_empty_transfer_encoding_element() {
         // As two lines, whichever comes first: 400 (not a 501 for a coding nobody named).
         for fields in [
             "Transfer-Encoding: \r\nTransfer-Encoding: chunked",
             "Transfer-Encoding: chunked\r\nTransfer-Encoding: ",
             "Transfer-Encoding:  , \r\nTransfer-Encoding: chunked",
+            // Within one line too: RFC 9110 §5.6.1 lets a recipient skip empty elements,
+            // but llhttp, h11, aiohttp and Gunicorn refuse them, and a front end that read
+            // `chunked,` as no framing would see another end of the body.
+            "Transfer-Encoding: , chunked",
+            "Transfer-Encoding: chunked,",
+            "Transfer-Encoding: chunked,,",
+            "Transfer-Encoding: chunked , ",
         ] {
             rejects(
                 &format!("POST / HTTP/1.1\r\nHost: x\r\n{fields}\r\n\r\n"),
                 400,
             );
-        }
-        // Within one line, empty list elements are ignored (RFC 9110 §5.6.1).
-        for value in [", chunked", "chunked,"] {
-            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {value}\r\n\r\n");
-            assert_eq!(parse(&raw).unwrap().framing, Framing::Chunked, "{value}");
         }
     }
 
