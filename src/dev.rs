@@ -177,6 +177,7 @@ impl DevServer {
         let config = &shared.config;
         let soft = crate::linger::fd_soft_limit();
         let cap = config.connection_cap(|| default_cap(soft));
+        crate::linger::warn_if_over(cap, soft, crate::linger::connections_fit(soft, 0));
         let gateway = Arc::new(gateway);
         let linger = Arc::new(Linger::start(
             config.timeouts.linger,

@@ -46,6 +46,20 @@ pub(crate) fn connections_fit(soft: usize, reserved: usize) -> usize {
     soft.saturating_sub(32 + room(soft) + reserved).max(16)
 }
 
+/// Warns at start when a connection cap is over what fits the descriptor limit: past
+/// `fits`, accepts fail with `EMFILE` (and back off) before the cap is reached, so
+/// newcomers wait unanswered instead of meeting the cap (the dev server's `503`).
+pub(crate) fn warn_if_over(max_connections: usize, soft: usize, fits: usize) {
+    if max_connections > fits {
+        tracing::warn!(
+            max_connections,
+            fd_soft_limit = soft,
+            fits,
+            "max_connections is more than the descriptor limit allows; raise `ulimit -n`"
+        );
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Linger {
     tx: Option<Sender<Arc<TcpStream>>>,

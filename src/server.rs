@@ -36,7 +36,7 @@ pub struct Stats {
     /// in place of one that failed before any of it was sent; whole once the socket has
     /// taken all of it. Every request whose head the server parsed is counted once, here,
     /// in `rejected_requests` or in `aborted_requests` (pipelined requests left unread
-    /// behind a closing answer are not).
+    /// behind a closing answer, or behind a request whose client left, are not).
     pub requests_served: u64,
     /// Connections refused with `503`, since start: the dev server's at its connection cap
     /// or when no thread could be started (the pool leaves connections over its cap waiting
@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) server_port: u16,
     pub(crate) local_addr: SocketAddr,
     pub(crate) stats: Arc<Counters>,
+    /// When the server was set up: the origin of times that threads share as numbers.
+    pub(crate) epoch: std::time::Instant,
     shutting_down: AtomicBool,
     /// Wakes the backend's accept or event loop when shutdown is asked for.
     waker: Mutex<Option<Arc<mio::Waker>>>,
@@ -115,6 +117,7 @@ impl Shared {
             server_port: local_addr.port(),
             local_addr,
             stats: Arc::default(),
+            epoch: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
             waker: Mutex::new(None),
             keeper: Mutex::new(None),

@@ -1335,8 +1335,8 @@ fn a_shutdown_at_the_cap_closes_no_idle_connection_for_a_newcomer() {
 /// A client that leaves while its request waits in the queue (as one does whose own timeout
 /// ran out on an overloaded server) costs no gateway call: the worker that takes the request
 /// finds the client gone and drops it, counted aborted. Clients still there are served, and
-/// so is one that ended its side together with its request (a half-close), however long it
-/// waited.
+/// so are clients that ended their side within a second of their request (a half-close),
+/// however long the request then waited.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_request_whose_client_left_while_it_was_queued_is_not_served() {
@@ -1360,47 +1360,68 @@ fn a_request_whose_client_left_while_it_was_queued_is_not_served() {
     left.send(get("/left"));
     // The request and the end of the client's side in one segment (corked), so that the
     // loop reads both at once.
-    let mut half_closed = pool.connect();
-    let stream = half_closed.try_clone_stream();
+    let mut corked = pool.connect();
+    let stream = corked.try_clone_stream();
     socket2::SockRef::from(&stream).set_cork(true).unwrap();
-    half_closed.send(get("/half-closed"));
+    corked.send(get("/corked"));
     stream.shutdown(std::net::Shutdown::Write).unwrap();
+    // The end right after the request, in a segment of its own.
+    let mut half_closed = pool.connect();
+    half_closed.send(get("/half-closed"));
+    wait_until("three requests queue behind the worker", || queued() == 3);
+    half_closed
+        .try_clone_stream()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let sent = Instant::now();
     let mut stays = pool.connect();
     stays.send(get("/stays"));
-    wait_until("three requests queue behind the worker", || queued() == 3);
-    let all_queued = Instant::now();
-    drop(left);
-    // Readiness events come in the order they happened: once a newcomer's request is
-    // queued, the loop has seen the end of `left`.
-    let mut newcomer = pool.connect();
-    newcomer.send(get("/newcomer"));
-    wait_until("the newcomer queues too", || queued() == 4);
-    // A worker checks on the client of a queued request that began to arrive a second ago.
-    while all_queued.elapsed() < Duration::from_millis(1100) {
+    wait_until("four requests queue", || queued() == 4);
+    // `left` gives up more than a second after its request. The loop times what stirs by
+    // its last turn: a newcomer's request makes it turn after that second first.
+    while sent.elapsed() < Duration::from_millis(1100) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mut newcomer = pool.connect();
+    newcomer.send(get("/newcomer"));
+    wait_until("the newcomer queues", || queued() == 5);
+    drop(left);
+    // Readiness events come in the order they happened: once a second newcomer's request
+    // is queued, the loop has seen the end of `left`.
+    let mut last = pool.connect();
+    last.send(get("/last"));
+    wait_until("the last one queues", || queued() == 6);
     gate.open();
     for (client, path) in [
         (&mut blocked, "/block"),
+        (&mut corked, "/corked"),
         (&mut half_closed, "/half-closed"),
         (&mut stays, "/stays"),
         (&mut newcomer, "/newcomer"),
+        (&mut last, "/last"),
     ] {
         let reply = client.response();
         assert_eq!((reply.status, reply.text()), (200, path.to_owned()));
     }
     wait_until("every request is counted", || {
         let stats = pool.handle.stats();
-        stats.requests_served + stats.aborted_requests == 5
+        stats.requests_served + stats.aborted_requests == 7
     });
     let stats = pool.handle.stats();
     assert_eq!(
         (stats.requests_served, stats.aborted_requests),
-        (4, 1),
+        (6, 1),
         "{stats:?}"
     );
     assert_eq!(
         *called.lock().unwrap(),
-        ["/block", "/half-closed", "/stays", "/newcomer"]
+        [
+            "/block",
+            "/corked",
+            "/half-closed",
+            "/stays",
+            "/newcomer",
+            "/last"
+        ]
     );
 }

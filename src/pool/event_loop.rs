@@ -16,7 +16,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +56,17 @@ const QUEUE_PER_WORKER: usize = 64;
 /// wakes the loop when it hands the connection back. Otherwise a worker hands back a
 /// keep-alive connection without a wake-up: the next readiness event, which wakes the loop
 /// anyway, finds it there. That saves a system call and a context switch per request.
-pub(crate) type Readiness = Arc<AtomicBool>;
+///
+/// Zero while nothing stirred; else when it last did, as [`stamp`] gives it (at the loop's
+/// last clock reading, a little early, so no clock is read per event): a worker taking a
+/// queued request tells from it whether its client ended its side with the request or
+/// gave up later.
+pub(crate) type Readiness = Arc<AtomicU64>;
+
+/// `at` as a [`Readiness`] stamp: nanoseconds after `epoch`, at least 1.
+pub(crate) fn stamp(epoch: Instant, at: Instant) -> u64 {
+    (at.saturating_duration_since(epoch).as_nanos() as u64).max(1)
+}
 
 enum Slot {
     /// A live connection: `conn` is `None` while a worker has it (or it waits for one).
@@ -119,15 +129,7 @@ pub(crate) fn run<G: Gateway>(
     let soft = crate::linger::fd_soft_limit();
     let budget = super::fd_budget(soft, size);
     let max_connections = config.connection_cap(|| budget);
-    if max_connections > budget {
-        // Past the budget, accepts fail with EMFILE (and back off) before the cap is reached.
-        tracing::warn!(
-            max_connections,
-            fd_soft_limit = soft,
-            fits = budget,
-            "max_connections is more than the descriptor limit allows; raise `ulimit -n`"
-        );
-    }
+    crate::linger::warn_if_over(max_connections, soft, budget);
     let (poll, waker) = listening_poll(&listener, &shared, LISTENER, WAKE)?;
     // Room for every request a busy server has ready, so workers rarely find it full and
     // overflow (which makes every returning worker wake the loop) stays rare.
@@ -321,7 +323,10 @@ impl Loop {
                 }
             }
         }
-        // At the cap: the kernel backlog holds newcomers until a connection closes.
+        // At the cap: the kernel backlog holds newcomers until a connection closes (which
+        // sets `accepting` again), one turns idle (the tick does), or another comes (its
+        // edge does). Not tried again meanwhile, so the warning counts these, not turns.
+        self.accepting = false;
         if let Some(times) = self.at_cap.pass() {
             self.tell_at_cap(times);
         }
@@ -440,12 +445,21 @@ impl Loop {
                 conn: Some(conn), ..
             }) if conn.has_unsent() => self.write_unsent(token),
             Some(Slot::Live { conn: Some(_), .. }) => self.read(token, ended),
-            Some(Slot::Live {
-                conn: None,
-                readiness,
-                ..
-            }) => readiness.store(true, SeqCst),
+            Some(Slot::Live { conn: None, .. }) => self.stirred(token),
             _ => {}
+        }
+    }
+
+    /// A connection a worker has (or that waits for one) turned readable: new bytes, or
+    /// the client's end.
+    fn stirred(&self, token: usize) {
+        if let Some(Slot::Live {
+            conn: None,
+            readiness,
+            ..
+        }) = self.slots.get(token)
+        {
+            readiness.store(stamp(self.shared.epoch, self.turned), SeqCst);
         }
     }
 
@@ -506,6 +520,12 @@ impl Loop {
             Ok(open) => match conn.head(&self.shared) {
                 // A small body still arriving waits here, not on a worker.
                 Head::Ready if open && conn.awaits_body(&self.shared) => self.park(token, conn),
+                // The client ended its side before the rest of a small body: the request
+                // can never be whole, and no gateway is called for it (as for a reset).
+                Head::Ready if conn.awaits_body(&self.shared) => {
+                    conn.cut_unserved(&self.shared, CLIENT_GONE);
+                    self.close(token, conn, false)
+                }
                 Head::Ready => self.dispatch(token, conn, ended || !open),
                 Head::Empty if !open => self.close(token, conn, false),
                 Head::Partial if !open => {
@@ -540,7 +560,8 @@ impl Loop {
         let Slot::Live { readiness, .. } = &self.slots[token] else {
             return;
         };
-        readiness.store(ended, SeqCst);
+        // A client that ended its side along with the request stirred before it was queued.
+        readiness.store(u64::from(ended), SeqCst);
         let job = Job {
             token,
             conn,
@@ -615,7 +636,7 @@ impl Loop {
             // socket makes room, and then goes on as the worker decided.
             conn.after_unsent = next;
             if let Slot::Live { readiness, .. } = &self.slots[token] {
-                readiness.store(false, SeqCst);
+                readiness.store(0, SeqCst);
             }
             if self.interest(token, &conn, Interest::READABLE | Interest::WRITABLE) {
                 self.put_back(token, conn);
@@ -625,7 +646,7 @@ impl Loop {
             return;
         }
         let readable = match &self.slots[token] {
-            Slot::Live { readiness, .. } => readiness.swap(false, SeqCst),
+            Slot::Live { readiness, .. } => readiness.swap(0, SeqCst) != 0,
             Slot::Vacant { .. } => false,
         };
         // Bytes the client sent that nobody has read yet. On a close, a plain close would
@@ -826,18 +847,23 @@ impl Loop {
         while self.open > 0 && Instant::now() < deadline {
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             let _ = self.poll.poll(&mut events, Some(TICK));
-            // Only answers still being written and bodies still arriving need the events now.
+            // Only answers still being written, bodies still arriving and queued requests
+            // (whose client may leave) need the events now.
+            self.turned = Instant::now();
             for event in events.iter() {
                 let token = event.token().0;
-                if let Some(Slot::Live {
-                    conn: Some(conn), ..
-                }) = self.slots.get(token)
-                {
-                    if conn.has_unsent() {
-                        self.write_unsent(token);
-                    } else if conn.awaiting_body() {
-                        self.read(token, event.is_read_closed());
+                match self.slots.get(token) {
+                    Some(Slot::Live {
+                        conn: Some(conn), ..
+                    }) => {
+                        if conn.has_unsent() {
+                            self.write_unsent(token);
+                        } else if conn.awaiting_body() {
+                            self.read(token, event.is_read_closed());
+                        }
                     }
+                    Some(Slot::Live { conn: None, .. }) => self.stirred(token),
+                    _ => {}
                 }
             }
             self.events = events;
@@ -996,6 +1022,75 @@ mod tests {
         assert!(
             crate::server::tests::times_told(&log, WARNING) >= 3,
             "{log}"
+        );
+    }
+
+    /// At the cap with nobody waiting to come in, the loop does not go on warning (it
+    /// counted its turns at the cap, ten a second from the timer alone).
+    #[test]
+    fn the_connection_cap_is_not_told_again_while_nobody_waits() {
+        use std::io::Write;
+        const WARNING: &str = "connection limit reached";
+        let ((), log) = crate::server::captured_log(|| {
+            let (mut lp, addr) = lonely_loop();
+            lp.max_connections = 1;
+            let mut only = TcpStream::connect(addr).unwrap();
+            only.write_all(b"GET / HT").unwrap();
+            accept(&mut lp, 1);
+            let quiet = Instant::now();
+            while quiet.elapsed() < Duration::from_millis(1500) {
+                lp.turn(true);
+            }
+            assert!(
+                lp.at_cap.held_for().is_none(),
+                "turns at the cap were counted"
+            );
+        });
+        let lines = log.lines().filter(|line| line.contains(WARNING)).count();
+        assert!(lines <= 1, "{log}");
+    }
+
+    /// A client that ends its side before the rest of a small body the loop waits for
+    /// (whether the end comes later or with the head) gets no gateway call: counted
+    /// aborted, as after a reset, and nothing is queued.
+    #[test]
+    fn a_client_ending_its_side_mid_body_is_counted_aborted_and_not_queued() {
+        use std::io::Write;
+        let (mut lp, addr) = lonely_loop();
+        for corked in [false, true] {
+            let mut client = TcpStream::connect(addr).unwrap();
+            socket2::SockRef::from(&client).set_cork(corked).unwrap();
+            client
+                .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde")
+                .unwrap();
+            if !corked {
+                accept(&mut lp, 1);
+                let token = token_of_the_only_connection(&lp);
+                let awaiting = |lp: &Loop| matches!(&lp.slots[token], Slot::Live { conn: Some(c), .. } if c.awaiting_body());
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !awaiting(&lp) {
+                    assert!(Instant::now() < deadline, "the loop never read the head");
+                    lp.turn(false);
+                }
+            }
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let aborted = lp.shared.stats.aborted_requests.load(Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while lp.shared.stats.aborted_requests.load(Relaxed) == aborted {
+                assert!(Instant::now() < deadline, "the request was never counted");
+                lp.turn(false);
+            }
+            assert_eq!(lp.open, 0, "corked: {corked}");
+            assert!(
+                lp.jobs.is_empty() && lp.ready.is_empty(),
+                "corked: {corked}"
+            );
+        }
+        let stats = &lp.shared.stats;
+        assert_eq!(stats.aborted_requests.load(Relaxed), 2);
+        assert_eq!(
+            stats.served.load(Relaxed) + stats.rejected_requests.load(Relaxed),
+            0
         );
     }
 

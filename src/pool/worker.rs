@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 use http::{Method, Uri};
 use parking_lot::Mutex;
 
-use super::event_loop::{Loop, Readiness, CLIENT_GONE, TICK};
+use super::event_loop::{stamp, Loop, Readiness, CLIENT_GONE, TICK};
 use super::queue::{JobQueue, Sleeper};
 use crate::conn::{Conn, Ctx, Next};
 use crate::server::Shared;
@@ -38,23 +38,25 @@ pub(crate) struct Done {
     pub(crate) next: Next,
 }
 
-/// How long after a request began to arrive the worker that takes it from the queue first
-/// makes sure its client is still there. Sooner is not checked: a client may end its side
-/// right after its request (a half-close) and still want the answer, and the end may reach
-/// the loop only after the request did.
-const CHECK_CLIENT_AFTER: Duration = Duration::from_secs(1);
+/// How long after its request began to arrive a client may end its side and still be
+/// taken to half-close (it wants the answer: `printf ... | nc -N` ends its side right after
+/// the request). A client whose end came later, while its request waited in the queue, is
+/// taken to have given up (as a client does whose own timeout ran out).
+const HALF_CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
-/// Whether the client of a queued request left while it waited (as a client does whose own
-/// timeout ran out on an overloaded server): the request is then dropped unserved rather
-/// than given to the gateway, as nginx and HAProxy drop a request whose client closed.
-/// Costs nothing unless the loop saw the connection stir while the request waited, and a
-/// clock read and one non-blocking peek then.
-fn abandoned(conn: &Conn<Socket>, readiness: &Readiness, ended: bool) -> bool {
+/// Whether the client of a queued request left while it waited: the request is then
+/// dropped unserved rather than given to the gateway, as nginx and HAProxy drop a request
+/// whose client closed, so that an overloaded pool spends its workers on clients still
+/// waiting. Costs nothing unless the loop saw the connection stir while the request
+/// waited, and one non-blocking peek then.
+fn abandoned(conn: &Conn<Socket>, readiness: &Readiness, ended: bool, epoch: Instant) -> bool {
+    let stirred = readiness.load(SeqCst);
     !ended
-        && readiness.load(SeqCst)
-        && conn
-            .head_started
-            .is_some_and(|started| started.elapsed() >= CHECK_CLIENT_AFTER)
+        && stirred != 0
+        && conn.head_started.is_some_and(|started| {
+            let sent = stamp(epoch, started);
+            stirred.saturating_sub(sent) >= HALF_CLOSE_WITHIN.as_nanos() as u64
+        })
         && conn.io.peer_ended()
 }
 
@@ -396,7 +398,7 @@ impl<G: Gateway> Workers<G> {
         stats.queued.fetch_sub(1, Relaxed);
         stats.active.fetch_add(1, Relaxed);
         busy.serving.store(token, Relaxed);
-        let next = if abandoned(&conn, &readiness, ended) {
+        let next = if abandoned(&conn, &readiness, ended, self.shared.epoch) {
             conn.cut_unserved(&self.shared, CLIENT_GONE);
             Next::Close
         } else {
@@ -465,7 +467,7 @@ impl<G: Gateway> Workers<G> {
         std::sync::atomic::fence(SeqCst);
         if next != Next::KeepAlive
             || more
-            || readiness.load(SeqCst)
+            || readiness.load(SeqCst) != 0
             || self.shared.is_shutting_down()
         {
             let _ = self.waker.wake();
