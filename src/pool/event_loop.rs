@@ -985,19 +985,25 @@ mod tests {
         );
     }
 
+    /// A lonely loop with a cap of one connection, and that connection, mid-head (so not
+    /// idle: no newcomer takes its place).
+    fn at_a_cap_of_one() -> (Loop, std::net::SocketAddr, TcpStream) {
+        use std::io::Write;
+        let (mut lp, addr) = lonely_loop();
+        lp.max_connections = 1;
+        let mut first = TcpStream::connect(addr).unwrap();
+        first.write_all(b"GET / HT").unwrap();
+        accept(&mut lp, 1);
+        (lp, addr, first)
+    }
+
     /// The cap warning is throttled to once a second; what it held back when the cap
     /// stopped being hit is still told, at a tick a second later.
     #[test]
     fn the_connection_cap_held_back_in_a_burst_is_told_when_it_ends() {
-        use std::io::Write;
         const WARNING: &str = "connection limit reached";
         let ((), log) = crate::server::captured_log(|| {
-            let (mut lp, addr) = lonely_loop();
-            lp.max_connections = 1;
-            // Mid-head, so not idle: no newcomer takes its place.
-            let mut first = TcpStream::connect(addr).unwrap();
-            first.write_all(b"GET / HT").unwrap();
-            accept(&mut lp, 1);
+            let (mut lp, addr, first) = at_a_cap_of_one();
             // At the cap: told once, then held for the rest of the second.
             let _newcomer = TcpStream::connect(addr).unwrap();
             for _ in 0..3 {
@@ -1018,7 +1024,6 @@ mod tests {
         });
         let lines = log.lines().filter(|line| line.contains(WARNING)).count();
         assert_eq!(lines, 2, "{log}");
-        eprintln!("{log}");
         assert!(
             crate::server::tests::times_told(&log, WARNING) >= 3,
             "{log}"
@@ -1029,14 +1034,9 @@ mod tests {
     /// counted its turns at the cap, ten a second from the timer alone).
     #[test]
     fn the_connection_cap_is_not_told_again_while_nobody_waits() {
-        use std::io::Write;
         const WARNING: &str = "connection limit reached";
         let ((), log) = crate::server::captured_log(|| {
-            let (mut lp, addr) = lonely_loop();
-            lp.max_connections = 1;
-            let mut only = TcpStream::connect(addr).unwrap();
-            only.write_all(b"GET / HT").unwrap();
-            accept(&mut lp, 1);
+            let (mut lp, _, _only) = at_a_cap_of_one();
             let quiet = Instant::now();
             while quiet.elapsed() < Duration::from_millis(1500) {
                 lp.turn(true);
