@@ -117,23 +117,29 @@ impl Socket {
     /// unread before the end: one `MSG_PEEK`, which never blocks. Bytes waiting (a body, a
     /// request pipelined behind) say the client is still there.
     pub(crate) fn peer_ended(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        let peeked = socket2::SockRef::from(&*self.tcp).recv_with_flags(
-            &mut [std::mem::MaybeUninit::uninit()],
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        );
-        #[cfg(not(target_os = "linux"))]
-        let peeked = match self.nonblocking {
-            true => self.tcp.peek(&mut [0u8]),
-            false => return false,
-        };
-        match peeked {
-            Ok(n) => n == 0,
-            Err(e) => !matches!(
+        match self.peek_now() {
+            Some(Ok(n)) => n == 0,
+            Some(Err(e)) => !matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
             ),
+            None => false,
         }
+    }
+
+    /// One `MSG_PEEK` of a byte, which never blocks: how many bytes it saw (0 at the
+    /// client's end). `None` where that cannot be done (a blocking socket, off Linux).
+    fn peek_now(&self) -> Option<io::Result<usize>> {
+        if self.nonblocking {
+            return Some(self.tcp.peek(&mut [0u8]));
+        }
+        #[cfg(target_os = "linux")]
+        return Some(socket2::SockRef::from(&*self.tcp).recv_with_flags(
+            &mut [std::mem::MaybeUninit::uninit()],
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        ));
+        #[cfg(not(target_os = "linux"))]
+        None
     }
 
     /// Puts the socket back in the event loop's non-blocking mode.
@@ -203,19 +209,7 @@ impl Transport for Socket {
     /// One `MSG_PEEK`, which never blocks: for the rare checks that must not take a
     /// connection with a request on its way for an idle one, or close it with bytes unread.
     fn bytes_waiting(&self) -> bool {
-        if self.nonblocking {
-            return matches!(self.tcp.peek(&mut [0u8]), Ok(n) if n > 0);
-        }
-        #[cfg(target_os = "linux")]
-        return matches!(
-            socket2::SockRef::from(&*self.tcp).recv_with_flags(
-                &mut [std::mem::MaybeUninit::uninit()],
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            ),
-            Ok(n) if n > 0
-        );
-        #[cfg(not(target_os = "linux"))]
-        false
+        matches!(self.peek_now(), Some(Ok(n)) if n > 0)
     }
 
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
