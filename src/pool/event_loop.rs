@@ -518,13 +518,16 @@ impl Loop {
         }
         match conn.read_available(&self.shared) {
             Ok(open) => match conn.head(&self.shared) {
-                // A small body still arriving waits here, not on a worker.
-                Head::Ready if open && conn.awaits_body(&self.shared) => self.park(token, conn),
-                // The client ended its side before the rest of a small body: the request
-                // can never be whole, and no gateway is called for it (as for a reset).
+                // A small body still arriving waits here, not on a worker. If the client
+                // ended its side before the rest of it, the request can never be whole, and
+                // no gateway is called for it (as after a reset).
                 Head::Ready if conn.awaits_body(&self.shared) => {
-                    conn.cut_unserved(&self.shared, CLIENT_GONE);
-                    self.close(token, conn, false)
+                    if open {
+                        self.park(token, conn)
+                    } else {
+                        conn.cut_unserved(&self.shared, CLIENT_GONE);
+                        self.close(token, conn, false)
+                    }
                 }
                 Head::Ready => self.dispatch(token, conn, ended || !open),
                 Head::Empty if !open => self.close(token, conn, false),
