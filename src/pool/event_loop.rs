@@ -956,22 +956,34 @@ mod tests {
         live[0]
     }
 
-    #[test]
-    fn a_client_reset_while_its_small_body_is_awaited_is_counted_aborted() {
+    /// Half of a small body, sent: the request's client, once the loop waits for the rest.
+    fn half_a_body(lp: &mut Loop, addr: std::net::SocketAddr, cork: bool) -> TcpStream {
         use std::io::Write;
-        let (mut lp, addr) = lonely_loop();
         let mut client = TcpStream::connect(addr).unwrap();
+        socket2::SockRef::from(&client).set_cork(cork).unwrap();
         client
             .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde")
             .unwrap();
-        accept(&mut lp, 1);
-        let token = token_of_the_only_connection(&lp);
+        if cork {
+            // Held back until the client's end, which goes with it.
+            return client;
+        }
+        accept(lp, 1);
+        let token = token_of_the_only_connection(lp);
         let awaiting = |lp: &Loop| matches!(&lp.slots[token], Slot::Live { conn: Some(c), .. } if c.awaiting_body());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !awaiting(&lp) {
+        while !awaiting(lp) {
             assert!(Instant::now() < deadline, "the loop never read the head");
             lp.turn(false);
         }
+        client
+    }
+
+    #[test]
+    fn a_client_reset_while_its_small_body_is_awaited_is_counted_aborted() {
+        let (mut lp, addr) = lonely_loop();
+        let client = half_a_body(&mut lp, addr, false);
+        let deadline = Instant::now() + Duration::from_secs(10);
         socket2::SockRef::from(&client)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
@@ -1058,24 +1070,9 @@ mod tests {
     /// aborted, as after a reset, and nothing is queued.
     #[test]
     fn a_client_ending_its_side_mid_body_is_counted_aborted_and_not_queued() {
-        use std::io::Write;
         let (mut lp, addr) = lonely_loop();
         for corked in [false, true] {
-            let mut client = TcpStream::connect(addr).unwrap();
-            socket2::SockRef::from(&client).set_cork(corked).unwrap();
-            client
-                .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde")
-                .unwrap();
-            if !corked {
-                accept(&mut lp, 1);
-                let token = token_of_the_only_connection(&lp);
-                let awaiting = |lp: &Loop| matches!(&lp.slots[token], Slot::Live { conn: Some(c), .. } if c.awaiting_body());
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !awaiting(&lp) {
-                    assert!(Instant::now() < deadline, "the loop never read the head");
-                    lp.turn(false);
-                }
-            }
+            let client = half_a_body(&mut lp, addr, corked);
             client.shutdown(std::net::Shutdown::Write).unwrap();
             let aborted = lp.shared.stats.aborted_requests.load(Relaxed);
             let deadline = Instant::now() + Duration::from_secs(10);
