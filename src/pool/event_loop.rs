@@ -63,9 +63,10 @@ const QUEUE_PER_WORKER: usize = 64;
 /// gave up later.
 pub(crate) type Readiness = Arc<AtomicU64>;
 
-/// `at` as a [`Readiness`] stamp: nanoseconds after `epoch`, at least 1.
+/// `at` as the pool's atomic clocks store a time (a [`Readiness`], a worker's stuck and
+/// streaming clocks): nanoseconds after `epoch`, plus one, so that zero is "no time".
 pub(crate) fn stamp(epoch: Instant, at: Instant) -> u64 {
-    (at.saturating_duration_since(epoch).as_nanos() as u64).max(1)
+    at.saturating_duration_since(epoch).as_nanos() as u64 + 1
 }
 
 enum Slot {

@@ -135,7 +135,7 @@ impl Busy {
     /// Now, as the clocks store it: nanoseconds after `epoch`, plus one (zero is "not
     /// running").
     fn stamp(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64 + 1
+        stamp(self.epoch, Instant::now())
     }
 
     /// How long ago a clock was started, `None` if it is not running.
