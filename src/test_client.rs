@@ -221,7 +221,9 @@ impl TestClient {
             worker: None,
         };
         loop {
-            let more = conn.read_available(&self.shared).unwrap_or(false);
+            let more = conn
+                .read_available(&self.shared, std::time::Instant::now())
+                .unwrap_or(false);
             match conn.head(&self.shared) {
                 Head::Ready if conn.serve(&ctx) != Next::KeepAlive => break,
                 Head::Ready => {}

@@ -168,8 +168,9 @@ impl<T: Transport> Conn<T> {
     }
 
     /// Reads whatever the socket has now, without blocking (event loop). Returns `false`
-    /// once the client has closed its side.
-    pub(crate) fn read_available(&mut self, shared: &Shared) -> io::Result<bool> {
+    /// once the client has closed its side. `now` is when the bytes read arrived, for a
+    /// request they begin.
+    pub(crate) fn read_available(&mut self, shared: &Shared, now: Instant) -> io::Result<bool> {
         let limits = &shared.config.limits;
         let max = limits
             .max_head
@@ -184,12 +185,15 @@ impl<T: Transport> Conn<T> {
                 .read_with(&mut self.io, max, |io, b| io.read_now(b))
             {
                 Ok(0) => return Ok(false),
-                // Bytes that already break the rules (414, 431) are ready to be answered;
-                // reading on would only fill the buffer.
-                Ok(_) if self.head(shared) == Head::Ready && self.head_len.is_none() => {
-                    return Ok(true)
+                Ok(_) => {
+                    // A request begins with its first bytes (`now` spares `head` a clock).
+                    self.head_started.get_or_insert(now);
+                    // Bytes that already break the rules (414, 431) are ready to be
+                    // answered; reading on would only fill the buffer.
+                    if self.head(shared) == Head::Ready && self.head_len.is_none() {
+                        return Ok(true);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 // A head over the limit is Ready: `serve` answers 431.
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => return Ok(true),
@@ -211,7 +215,7 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn next_pipelined(&mut self, shared: &Shared) -> bool {
         let ready = self.head(shared) == Head::Ready
             || (self.io.maybe_readable()
-                && matches!(self.read_available(shared), Ok(true))
+                && matches!(self.read_available(shared, Instant::now()), Ok(true))
                 && self.head(shared) == Head::Ready);
         // A small body still on its way is waited for in the event loop, not here.
         ready && !self.awaits_body(shared)

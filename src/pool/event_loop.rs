@@ -112,8 +112,10 @@ pub(crate) struct Loop {
     evictable: Vec<(usize, Instant)>,
     accept_errors: AcceptErrors,
     next_tick: Instant,
-    /// When the last turn ended.
+    /// When the last turn's poll returned.
     turned: Instant,
+    /// When this turn's poll returned, while its events are handled (see [`Loop::now`]).
+    polled: Option<Instant>,
     /// A poll failure that ended the loop; `serve` returns it.
     pub(crate) failed: Option<io::Error>,
     /// The shutdown deadline passed and every connection was written off at once.
@@ -206,6 +208,7 @@ impl Loop {
             accept_errors: AcceptErrors::default(),
             next_tick: Instant::now() + TICK,
             turned: Instant::now(),
+            polled: None,
             failed: None,
             cut_all: false,
         }
@@ -234,6 +237,7 @@ impl Loop {
                 self.shared.begin_shutdown();
             }
         }
+        self.polled = Some(Instant::now());
         for event in events.iter() {
             match event.token() {
                 LISTENER => self.accepting = true,
@@ -246,7 +250,7 @@ impl Loop {
         if self.accepting && !self.shared.is_shutting_down() {
             self.accept();
         }
-        let now = Instant::now();
+        let now = self.polled.take().unwrap_or_else(Instant::now);
         self.turned = now;
         if now < self.next_tick {
             return false;
@@ -451,6 +455,13 @@ impl Loop {
         }
     }
 
+    /// Now, for a request begun or a timer started: while a turn's events are handled, when
+    /// its poll returned (one clock reading for all of them: what they bring arrived by
+    /// then), else a fresh reading.
+    fn now(&self) -> Instant {
+        self.polled.unwrap_or_else(Instant::now)
+    }
+
     /// A connection a worker has (or that waits for one) turned readable: new bytes, or
     /// the client's end.
     fn stirred(&self, token: usize) {
@@ -517,7 +528,7 @@ impl Loop {
                 conn.buf.provide(storage);
             }
         }
-        match conn.read_available(&self.shared) {
+        match conn.read_available(&self.shared, self.now()) {
             Ok(open) => match conn.head(&self.shared) {
                 // A small body still arriving waits here, not on a worker. If the client
                 // ended its side before the rest of it, the request can never be whole, and
@@ -728,12 +739,13 @@ impl Loop {
         if conn.has_unsent() {
             conn.start_write_timer();
         }
+        let now = self.now();
         if let Slot::Live {
             conn: slot, since, ..
         } = &mut self.slots[token]
         {
             *slot = Some(conn);
-            *since = Instant::now();
+            *since = now;
         }
     }
 

@@ -78,7 +78,7 @@ pub(crate) fn untimed_here<R>(wait: impl FnOnce() -> R) -> R {
 pub(crate) struct Busy {
     current: Mutex<Option<(Method, Uri)>>,
     /// When the gateway's code began its current run, in nanoseconds after `epoch`, plus
-    /// one; zero while no gateway code runs.
+    /// one; zero while no gateway code runs; [`STARTED`] until a check first sees it.
     running_since: AtomicU64,
     epoch: Instant,
     /// The current request was reported stuck.
@@ -88,11 +88,18 @@ pub(crate) struct Busy {
     /// The slot of the connection the worker is serving ([`NOT_SERVING`] between jobs).
     serving: AtomicUsize,
     /// Since when the worker has been sending a streamed body (its pieces, and its waits
-    /// for the client to take them), in nanoseconds after `epoch`, plus one; zero if not.
+    /// for the client to take them), in nanoseconds after `epoch`, plus one; zero if not;
+    /// [`STARTED`] until a check first sees it.
     streaming_since: AtomicU64,
 }
 
 const NOT_SERVING: usize = usize::MAX;
+
+/// A clock started without a reading of the time: the first check that sees it stamps it
+/// with its own reading. A worker reads no clock per request or per streamed piece, and
+/// a clock is never ahead, only behind by up to a check's interval (a tick, 100 ms), so a
+/// gateway is never reported stuck before its time.
+const STARTED: u64 = u64::MAX;
 
 impl Default for Busy {
     fn default() -> Busy {
@@ -129,7 +136,7 @@ impl Busy {
 
     /// The gateway's code runs again (it makes the next piece of its body).
     pub(crate) fn resume(&self) {
-        self.running_since.store(self.stamp(), Relaxed);
+        self.running_since.store(STARTED, Relaxed);
     }
 
     /// Now, as the clocks store it: nanoseconds after `epoch`, plus one (zero is "not
@@ -138,9 +145,20 @@ impl Busy {
         stamp(self.epoch, Instant::now())
     }
 
-    /// How long ago a clock was started, `None` if it is not running.
+    /// How long ago a clock was started, `None` if it is not running. A clock seen for the
+    /// first time since it started ([`STARTED`]) is stamped now: it has run for no time yet,
+    /// as far as the checks can tell.
     fn running_for(&self, clock: &AtomicU64) -> Option<Duration> {
-        let since = clock.load(Relaxed).checked_sub(1)?;
+        let since = match clock.load(Relaxed) {
+            0 => return None,
+            STARTED => {
+                // A clock stopped (or stopped and started again) meanwhile is left as it is
+                // or stamped for its new run, which began before this reading too.
+                let _ = clock.compare_exchange(STARTED, self.stamp(), Relaxed, Relaxed);
+                return Some(Duration::ZERO);
+            }
+            stamp => stamp - 1,
+        };
         Some(
             self.epoch
                 .elapsed()
@@ -185,7 +203,7 @@ impl Busy {
     /// the client falls behind (the event loop then sends the rest).
     pub(crate) fn streaming(clock: Option<&Busy>) -> Streaming<'_> {
         if let Some(clock) = clock {
-            clock.streaming_since.store(clock.stamp(), Relaxed);
+            clock.streaming_since.store(STARTED, Relaxed);
         }
         Streaming(clock)
     }
