@@ -520,13 +520,20 @@ fn checked_host(value: Bytes) -> bool {
 /// The common `Host`, a name of letters, digits, dots and dashes with an optional port of
 /// digits: valid with no further look (a quick path for [`valid_host`]).
 fn plain_host(host: &[u8]) -> bool {
-    let (name, port) = match host.iter().position(|&b| b == b':') {
-        Some(i) => (&host[..i], &host[i + 1..]),
-        None => (host, &b""[..]),
-    };
-    !name.is_empty()
-        && name.iter().all(|&b| HOST_NAME_BYTE[b as usize])
-        && port.iter().all(u8::is_ascii_digit)
+    // One pass: name bytes up to the first colon, digits after it.
+    let mut in_port = false;
+    for &b in host {
+        if in_port {
+            if !b.is_ascii_digit() {
+                return false;
+            }
+        } else if b == b':' {
+            in_port = true;
+        } else if !HOST_NAME_BYTE[b as usize] {
+            return false;
+        }
+    }
+    host.first().is_some_and(|&b| b != b':')
 }
 
 /// The bytes of a [`plain_host`] name: letters, digits, `.` and `-`.
