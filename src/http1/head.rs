@@ -295,7 +295,7 @@ fn parse_complete<'b>(
         let value = HeaderValue::from_maybe_shared(slice(field.value))
             .map_err(|_| Error::BadRequest("invalid header value"))?;
         if name == header::HOST {
-            facts.host = Some(slice(field.value));
+            facts.bad_host |= !field.value.is_empty() && !valid_host(field.value);
         }
         facts.observe(&name, &value)?;
         headers.append(name, value);
@@ -318,7 +318,7 @@ fn parse_complete<'b>(
             // The same rules as for a Host field: the gateway gets one kind of host.
             let value = HeaderValue::from_str(host)
                 .ok()
-                .filter(|v| valid_host(&Bytes::copy_from_slice(v.as_bytes())))
+                .filter(|v| valid_host(v.as_bytes()))
                 .ok_or(Error::BadRequest("invalid host in the request target"))?;
             headers.insert(header::HOST, value);
         }
@@ -364,7 +364,8 @@ fn copy_head(head: &[u8]) -> Bytes {
 #[derive(Default)]
 struct Facts {
     hosts: usize,
-    host: Option<Bytes>,
+    /// A `Host` field's value is not a valid host (an empty one is allowed).
+    bad_host: bool,
     content_length: Option<u64>,
     content_lengths: usize,
     /// Transfer codings seen, how many were `chunked`, and whether the last one was.
@@ -467,14 +468,12 @@ impl Facts {
     }
 
     fn validate_host(&self, version: Version) -> Result<(), Error> {
-        match (self.hosts, &self.host) {
+        match (self.hosts, self.bad_host) {
             (2.., _) => Err(Error::BadRequest("more than one Host field")),
             (0, _) if version == Version::HTTP_11 => {
                 Err(Error::BadRequest("HTTP/1.1 request without Host"))
             }
-            (_, Some(host)) if !host.is_empty() && !valid_host(host) => {
-                Err(Error::BadRequest("invalid Host"))
-            }
+            (_, true) => Err(Error::BadRequest("invalid Host")),
             _ => Ok(()),
         }
     }
@@ -490,8 +489,8 @@ impl Facts {
 }
 
 /// `uri-host [ ":" port ]` (RFC 9112 §3.2): no userinfo, a port of digits only.
-fn valid_host(value: &Bytes) -> bool {
-    plain_host(value) || checked_host(value.clone())
+fn valid_host(value: &[u8]) -> bool {
+    plain_host(value) || checked_host(Bytes::copy_from_slice(value))
 }
 
 /// [`valid_host`] the long way, for any `Host`.
