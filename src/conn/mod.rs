@@ -66,6 +66,45 @@ pub(crate) enum Wait {
 }
 
 /// The references a connection needs from its server.
+/// The method and target of the request being served, as sent: kept here, or by the pool
+/// worker serving it (which reports it if its gateway is stuck), never copied twice.
+struct Requested<'s> {
+    here: Option<(http::Method, http::Uri)>,
+    worker: Option<&'s crate::pool::Busy>,
+}
+
+impl<'s> Requested<'s> {
+    /// The request begins: a pool worker takes it over.
+    fn new(request: (http::Method, http::Uri), worker: Option<&'s crate::pool::Busy>) -> Self {
+        let here = match worker {
+            Some(worker) => {
+                worker.begin(request);
+                None
+            }
+            None => Some(request),
+        };
+        Requested { here, worker }
+    }
+
+    /// A copy for a log line.
+    fn shown(&self) -> (http::Method, http::Uri) {
+        self.here
+            .clone()
+            .or_else(|| self.worker.and_then(|w| w.request()))
+            .unwrap_or_default()
+    }
+
+    /// For the access line, if it is kept (`None` when no access log is written).
+    fn for_log(&mut self, config: &crate::Config) -> Option<(http::Method, http::Uri)> {
+        if !config.access_log {
+            return None;
+        }
+        self.here
+            .take()
+            .or_else(|| self.worker.and_then(|w| w.take_request()))
+    }
+}
+
 pub(crate) struct Ctx<'s, G> {
     pub(crate) gateway: &'s G,
     pub(crate) shared: &'s Shared,
@@ -493,10 +532,14 @@ impl<T: Transport> Conn<T> {
                 original_uri = Some(std::mem::replace(&mut uri, under));
             }
         }
-        // For the access line, and for the log of a gateway that panics: the target as sent.
-        let requested = (
-            method.clone(),
-            original_uri.as_ref().unwrap_or(&uri).clone(),
+        // For the access line, the log of a gateway that panics and (pool) the report of
+        // one stuck: the target as sent. A pool worker holds it while it serves.
+        let mut requested = Requested::new(
+            (
+                method.clone(),
+                original_uri.as_ref().unwrap_or(&uri).clone(),
+            ),
+            ctx.worker,
         );
         let environ = Environ {
             peer_addr: self.peer,
@@ -510,9 +553,6 @@ impl<T: Transport> Conn<T> {
             request_index: self.served,
         };
         self.served += 1;
-        if let Some(worker) = ctx.worker {
-            worker.begin(&requested.0, &requested.1);
-        }
         let is_head = method == http::Method::HEAD;
         let is_connect = method == http::Method::CONNECT;
 
@@ -536,7 +576,7 @@ impl<T: Transport> Conn<T> {
         let (response, panicked) = match catch_unwind(AssertUnwindSafe(call)) {
             Ok(response) => (response, false),
             Err(payload) => {
-                let (method, target) = &requested;
+                let (method, target) = requested.shown();
                 tracing::error!(
                     peer = %Peer(reader.conn.peer),
                     %method,
@@ -569,7 +609,7 @@ impl<T: Transport> Conn<T> {
                     let _ = reader.conn.flush();
                     let record = access::Record {
                         peer: reader.conn.peer,
-                        request: config.access_log.then_some(requested),
+                        request: requested.for_log(config),
                         status,
                         bytes: 0,
                         started,
@@ -630,7 +670,7 @@ impl<T: Transport> Conn<T> {
         }
         let mut record = access::Record {
             peer: self.peer,
-            request: config.access_log.then_some(requested),
+            request: requested.for_log(config),
             status: sent.status,
             bytes: sent.bytes,
             started,

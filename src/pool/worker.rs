@@ -128,10 +128,21 @@ impl Drop for Streaming<'_> {
 
 impl Busy {
     /// A request begins, and with it the gateway's call.
-    pub(crate) fn begin(&self, method: &Method, uri: &Uri) {
+    pub(crate) fn begin(&self, request: (Method, Uri)) {
         self.reported.store(false, Relaxed);
-        *self.current.lock() = Some((method.clone(), uri.clone()));
+        *self.current.lock() = Some(request);
         self.resume();
+    }
+
+    /// A copy of the request being served (for a log line).
+    pub(crate) fn request(&self) -> Option<(Method, Uri)> {
+        self.current.lock().clone()
+    }
+
+    /// The request being served, taken for its access line once its answer is out: no
+    /// more of the gateway's code runs for it, so there is nothing left to report.
+    pub(crate) fn take_request(&self) -> Option<(Method, Uri)> {
+        self.current.lock().take()
     }
 
     /// The gateway's code runs again (it makes the next piece of its body).
