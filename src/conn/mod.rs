@@ -65,7 +65,6 @@ pub(crate) enum Wait {
     Abandoned,
 }
 
-/// The references a connection needs from its server.
 /// The method and target of the request being served, as sent: kept here, or by the pool
 /// worker serving it (which reports it if its gateway is stuck), never copied twice.
 struct Requested<'s> {
@@ -105,6 +104,7 @@ impl<'s> Requested<'s> {
     }
 }
 
+/// The references a connection needs from its server.
 pub(crate) struct Ctx<'s, G> {
     pub(crate) gateway: &'s G,
     pub(crate) shared: &'s Shared,
