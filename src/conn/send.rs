@@ -1,6 +1,7 @@
 //! Writing a response: the head, then the body in the framing the plan chose. Small
 //! responses are gathered in the connection's output buffer (and pipelined ones batched);
-//! large bodies go out with `writev`, files in large pieces.
+//! large bodies go out in one gathered write (`sendmsg`) with the head, files in large
+//! pieces.
 
 use std::io::{self, IoSlice, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -408,8 +409,8 @@ impl<T: Transport> Conn<T> {
         self.write_out_wait(piece, tail).map_err(Abort::Io)
     }
 
-    /// Writes the output buffer, then `piece` and `tail`, in one `writev` when the socket
-    /// takes it all, waiting for the client up to the write timeout.
+    /// Writes the output buffer, then `piece` and `tail`, in one gathered write when the
+    /// socket takes it all, waiting for the client up to the write timeout.
     ///
     /// `piece` is body bytes: those the socket took count in `body_sent`, also when the
     /// write then fails. Answers held back in the output buffer go out first on their own
