@@ -397,7 +397,7 @@ impl Loop {
         self.slots[token] = Slot::Live {
             stream: conn.io.tcp.clone(),
             conn: Some(conn),
-            since: Instant::now(),
+            since: self.now(),
             readiness: Readiness::default(),
         };
         self.open += 1;
