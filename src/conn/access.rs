@@ -35,16 +35,23 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// Counts the request in `stats` and, if `log`, writes its access line.
-    pub(crate) fn finish(self, stats: &Counters, log: bool, outcome: Outcome) {
+    /// Counts the request in `stats` and, if `log`, writes its access line (out of line: the
+    /// common case, counted and not logged, neither copies the record nor calls).
+    #[inline]
+    pub(crate) fn finish(&self, stats: &Counters, log: bool, outcome: Outcome) {
         match outcome {
             Outcome::Served => stats.served(),
             Outcome::Rejected => stats.rejected_request(),
             Outcome::Aborted => stats.aborted(),
         }
-        if !log {
-            return;
+        if log {
+            self.log(outcome);
         }
+    }
+
+    /// Writes the access line.
+    #[cold]
+    fn log(&self, outcome: Outcome) {
         let (method, target) = match &self.request {
             Some((method, uri)) => (method.as_str(), uri as &dyn std::fmt::Display),
             None => ("-", &"-" as &dyn std::fmt::Display),

@@ -494,14 +494,14 @@ impl<T: Transport> Conn<T> {
         self.body_scan = None;
         self.body_awaited = None;
         let parsed = match (self.parsed.take(), self.head_len.take()) {
-            (Some(head), _) => Ok(Some(*head)),
-            (None, Some(len)) => parse_head_exact(&filled[..len], &config.limits).map(Some),
-            (None, None) => parse_request_head(filled, &config.limits),
+            (Some(head), _) => Ok(*head),
+            (None, Some(len)) => parse_head_exact(&filled[..len], &config.limits),
+            // Only a head over its limit is "ready" yet incomplete.
+            (None, None) => parse_request_head(filled, &config.limits)
+                .and_then(|head| head.ok_or(Error::HeadTooLarge)),
         };
         let head = match parsed {
-            Ok(Some(head)) => head,
-            // Only a head over its limit is "ready" yet incomplete.
-            Ok(None) => return self.reject(ctx, Error::HeadTooLarge),
+            Ok(head) => head,
             Err(e) => return self.reject(ctx, e),
         };
         // Rejections answer with the request line still buffered (see `requested_head`).
@@ -573,8 +573,11 @@ impl<T: Transport> Conn<T> {
         let span =
             tracing::info_span!("request", method = %request.method(), target = %request.uri());
         let call = || span.in_scope(|| ctx.gateway.call(request));
-        let (response, panicked) = match catch_unwind(AssertUnwindSafe(call)) {
-            Ok(response) => (response, false),
+        // The answer is replaced in place on the rare paths below: a large value that the
+        // common path then never copies.
+        let mut close = false;
+        let mut response = match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(response) => response,
             Err(payload) => {
                 let (method, target) = requested.shown();
                 tracing::error!(
@@ -585,7 +588,8 @@ impl<T: Transport> Conn<T> {
                     "gateway panicked; answering 500"
                 );
                 panics::caught(payload);
-                (error_response(StatusCode::INTERNAL_SERVER_ERROR), true)
+                close = true;
+                error_response(StatusCode::INTERNAL_SERVER_ERROR)
             }
         };
         if let Some(worker) = ctx.worker {
@@ -594,13 +598,12 @@ impl<T: Transport> Conn<T> {
 
         // A body the gateway broke off decides the answer: 413/400/408, or nothing at all.
         let mut outcome = Outcome::Served;
-        let (response, close) = match reader.conn.body.error {
-            None => (response, panicked),
-            Some(error) => match error.status() {
+        if let Some(error) = reader.conn.body.error {
+            match error.status() {
                 Some(status) => {
                     outcome = Outcome::Rejected;
-                    send::drop_replaced(response);
-                    (error_response(status), true)
+                    close = true;
+                    send::drop_replaced(std::mem::replace(&mut response, error_response(status)));
                 }
                 None => {
                     // The client is gone mid-body; answers to requests before it still go.
@@ -618,12 +621,12 @@ impl<T: Transport> Conn<T> {
                     reader.conn.told = true;
                     return Next::Close;
                 }
-            },
-        };
+            }
+        }
         // A 2xx to CONNECT makes the connection a tunnel (RFC 9110 §9.3.6), which a gateway
         // cannot be given: the client (or a proxy) would send tunnel bytes that the server
         // then read as requests.
-        let (response, close) = if is_connect && response.status().is_success() {
+        if is_connect && response.status().is_success() {
             // Any client can send CONNECT to a gateway that accepts every method: logged
             // at most once a second, with the count.
             if let Some(count) = shared.client_made_errors.lock().pass() {
@@ -633,11 +636,11 @@ impl<T: Transport> Conn<T> {
                     "gateway accepted a CONNECT, but sgi cannot open a tunnel; answering 501"
                 );
             }
-            send::drop_replaced(response);
-            (error_response(StatusCode::NOT_IMPLEMENTED), true)
-        } else {
-            (response, close)
-        };
+            close = true;
+            let tunnel =
+                std::mem::replace(&mut response, error_response(StatusCode::NOT_IMPLEMENTED));
+            send::drop_replaced(tunnel);
+        }
         let body = &reader.conn.body;
         // The client did not ask for the close: it may pipeline another request at any time.
         let client_may_send = keep_alive;

@@ -180,18 +180,21 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
 
 /// Parses `head`, known to be exactly one complete head (see [`find_head_end`]).
 pub(crate) fn parse_head_exact(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
-    match parse_with_storage(head, limits) {
-        // HTTP/1.2 and later minors are read as HTTP/1.1 (RFC 9110 §2.5); httparse knows 1.0
-        // and 1.1 only, so the digit is patched in a copy (a rare path).
-        Err(Error::UnsupportedVersion) => match later_minor_version(head) {
-            Some(at) => {
-                let mut patched = head.to_vec();
-                patched[at] = b'1';
-                parse_with_storage(&patched, limits)
-            }
-            None => Err(Error::UnsupportedVersion),
-        },
-        other => other,
+    parse_with_storage(head, limits)
+}
+
+/// A head httparse refused for its version: HTTP/1.2 and later minors are read as HTTP/1.1
+/// (RFC 9110 §2.5). httparse knows 1.0 and 1.1 only, so the digit is patched in a copy (a
+/// rare path, kept out of the common one).
+#[cold]
+fn parse_later_minor(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
+    match later_minor_version(head) {
+        Some(at) => {
+            let mut patched = head.to_vec();
+            patched[at] = b'1';
+            parse_with_storage(&patched, limits)
+        }
+        None => Err(version_error(head)),
     }
 }
 
@@ -243,7 +246,7 @@ fn parse_complete<'b>(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(Error::BadRequest("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(head)),
+        Err(httparse::Error::Version) => return parse_later_minor(head, limits),
         Err(httparse::Error::HeaderName) => return Err(Error::BadRequest("invalid header name")),
         Err(httparse::Error::HeaderValue) => return Err(Error::BadRequest("invalid header value")),
         Err(httparse::Error::Token) => return Err(Error::BadRequest("invalid method or target")),
