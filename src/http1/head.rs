@@ -522,20 +522,17 @@ fn checked_host(value: Bytes) -> bool {
 /// The common `Host`, a name of letters, digits, dots and dashes with an optional port of
 /// digits: valid with no further look (a quick path for [`valid_host`]).
 fn plain_host(host: &[u8]) -> bool {
-    // One pass: name bytes up to the first colon, digits after it.
-    let mut in_port = false;
-    for &b in host {
-        if in_port {
-            if !b.is_ascii_digit() {
-                return false;
-            }
-        } else if b == b':' {
-            in_port = true;
-        } else if !HOST_NAME_BYTE[b as usize] {
-            return false;
+    // One pass: name bytes up to the first other byte, then a colon and digits.
+    let name_len = host
+        .iter()
+        .position(|&b| !HOST_NAME_BYTE[b as usize])
+        .unwrap_or(host.len());
+    name_len > 0
+        && match &host[name_len..] {
+            [] => true,
+            [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+            _ => false,
         }
-    }
-    host.first().is_some_and(|&b| b != b':')
 }
 
 /// The bytes of a [`plain_host`] name: letters, digits, `.` and `-`.
