@@ -98,6 +98,12 @@ impl Body {
     /// SSE comment `: open\n\n`, so that clients and proxies see the head (see
     /// [`waiting`](crate::waiting)).
     ///
+    /// On the pool server, a stream whose client falls behind waits in the event loop
+    /// without a worker, and a worker makes its next pieces once the client has made room:
+    /// pieces may be made on different threads (the iterator is `Send`), so they must not
+    /// rely on thread-local state set by the ones before. The same holds for
+    /// [`from_reader`](Self::from_reader).
+    ///
     /// ```
     /// use sgi::bytes::Bytes;
     /// let body = sgi::Body::from_iter((0..3).map(|i| Ok(Bytes::from(format!("line {i}\n")))));

@@ -105,8 +105,9 @@ fn a_cap_over_the_descriptor_limit_is_warned_at_start(backend: Backend) {
     drop(server);
 }
 
-/// An iterator or reader body holds its worker until the client has taken it all, so slow
-/// readers can hold every worker while new requests wait: the operator is told.
+/// An iterator or reader body whose client falls behind parks while a slot is free (as many
+/// as there are workers); past that it holds its worker until the client has taken it all,
+/// so slow readers can hold every worker while new requests wait: the operator is told.
 #[test]
 fn a_pool_whose_every_worker_is_held_by_a_streamed_body_says_so() {
     server_log();
@@ -121,9 +122,9 @@ fn a_pool_whose_every_worker_is_held_by_a_streamed_body_says_so() {
             Response::new(sgi::Body::from_iter(pieces))
         },
     );
-    let mut readers: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    // They read nothing: two streams park, then each worker waits for its client.
+    let mut readers: Vec<_> = (0..4).map(|_| server.connect()).collect();
     for (i, reader) in readers.iter_mut().enumerate() {
-        // They read nothing: each worker waits for its client to take the body.
         reader.send(format!("GET /download/{i} HTTP/1.1\r\nHost: x\r\n\r\n"));
     }
     wait_until("the pool tells that every worker is held", || {

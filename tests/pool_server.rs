@@ -610,6 +610,13 @@ fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
             Response::new(Body::from_iter((0..32).map(move |_| Ok(piece.clone()))))
         },
     );
+    // Streams that their clients do not read: two park (a slot a worker), the third holds
+    // its worker while it waits for its client.
+    let mut parked: Vec<_> = (0..2).map(|_| pool.connect()).collect();
+    for client in &mut parked {
+        client.send(get("/big"));
+        wait_until_written_behind(&pool, client);
+    }
     let mut client = pool.connect();
     client.send(get("/big"));
     wait_until("the answer is being written", || {
@@ -621,9 +628,11 @@ fn an_answer_waiting_on_a_slow_reader_is_not_reported_stuck() {
     assert_eq!(
         (stats.stuck_requests, stats.active_connections),
         (0, 1),
-        "a worker blocked on a slow client is not a stuck gateway"
+        "a worker blocked on a slow client, or a parked stream, is not a stuck gateway"
     );
-    assert_eq!(client.response().body.len(), 32 << 20);
+    for client in parked.iter_mut().chain([&mut client]) {
+        assert_eq!(client.response().body.len(), 32 << 20);
+    }
 }
 
 #[test]
@@ -756,6 +765,154 @@ fn a_slow_reader_of_a_file_holds_no_worker() {
     });
     slow.send(get("/after"));
     assert_eq!(slow.response().text(), "/after");
+}
+
+/// Sets its flag when dropped: tells that a gateway's body was let go.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// 32 MiB of a streamed body (more than the sockets between server and client can
+/// buffer), in 256 KiB pieces, each byte telling its place; `fail_after`, the pieces made
+/// before the iterator fails; `dropped` is set when the body is let go.
+fn big_stream(
+    fail_after: Option<usize>,
+    dropped: &Arc<std::sync::atomic::AtomicBool>,
+) -> impl Iterator<Item = io::Result<bytes::Bytes>> + Send + 'static {
+    const PIECE: usize = 256 << 10;
+    let flag = DropFlag(dropped.clone());
+    (0..BIG_FILE / PIECE).map(move |i| {
+        let _ = &flag;
+        if fail_after == Some(i) {
+            return Err(io::Error::other("the source failed"));
+        }
+        Ok((i * PIECE..(i + 1) * PIECE)
+            .map(big_file_byte)
+            .collect::<Vec<u8>>()
+            .into())
+    })
+}
+
+/// A pool of one worker streaming `/stream` as [`big_stream`] (chunked), `/declared` the
+/// same with its length declared, `/reader` through a reader of known length, and
+/// `/failing` failing after 64 pieces (16 MiB); anything else gets its path.
+fn serve_streams(config: Config, dropped: &Arc<std::sync::atomic::AtomicBool>) -> Running {
+    let dropped = dropped.clone();
+    serve(config.workers(1), move |req: Request<'_>| {
+        let (fail_after, declared) = match req.uri().path() {
+            "/stream" => (None, false),
+            "/declared" | "/reader" => (None, true),
+            "/failing" => (Some(64), false),
+            _ => return target(req),
+        };
+        let stream = big_stream(fail_after, &dropped);
+        let body = if req.uri().path() == "/reader" {
+            let bytes: Vec<u8> = stream.flat_map(|piece| piece.unwrap().to_vec()).collect();
+            Body::from_reader(io::Cursor::new(bytes), Some(BIG_FILE as u64))
+        } else {
+            Body::from_iter(stream)
+        };
+        let mut res = Response::new(body);
+        if declared {
+            res.headers_mut()
+                .insert("content-length", BIG_FILE.to_string().parse().unwrap());
+        }
+        res
+    })
+}
+
+fn assert_big_body(body: &[u8]) {
+    assert_eq!(body.len(), BIG_FILE);
+    let misplaced = body
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != big_file_byte(i));
+    assert_eq!(misplaced, None, "the body arrived out of order");
+}
+
+#[test]
+fn a_slow_reader_of_a_streamed_answer_holds_no_worker() {
+    // The worker sends what the socket takes and parks the stream; once the client has
+    // taken that, a worker makes the next pieces. Chunked, with a declared length, and
+    // from a reader.
+    for path in ["/stream", "/declared", "/reader"] {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pool = serve_streams(config(), &dropped);
+        let mut slow = pool.connect();
+        slow.send(get(path));
+        wait_until_written_behind(&pool, &mut slow);
+        // The one worker is free for others while the slow client reads nothing.
+        answered_promptly(&pool, "/fresh");
+        let reply = slow.response();
+        assert_eq!(reply.header("content-length").is_some(), path != "/stream");
+        assert_big_body(&reply.body);
+        wait_until("the answer taken whole is counted", || {
+            pool.handle.stats().requests_served == 2
+        });
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        // The connection goes on as the first worker left it: kept alive.
+        slow.send(get("/after"));
+        assert_eq!(slow.response().text(), "/after");
+    }
+}
+
+#[test]
+fn a_parked_stream_whose_client_leaves_is_cut_and_let_go() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pool = serve_streams(config(), &dropped);
+    let mut slow = pool.connect();
+    slow.send(get("/stream"));
+    wait_until_written_behind(&pool, &mut slow);
+    // The client takes a part, then leaves: a worker making the next pieces finds it gone,
+    // or the loop does.
+    let mut part = vec![0; 4 << 20];
+    slow.try_clone_stream().read_exact(&mut part).unwrap();
+    slow.reset();
+    wait_until("the cut answer is counted and its body let go", || {
+        let stats = pool.handle.stats();
+        stats.aborted_requests == 1
+            && stats.open_connections == 0
+            && dropped.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    assert_eq!(pool.handle.stats().requests_served, 0);
+    answered_promptly(&pool, "/fresh");
+}
+
+#[test]
+fn a_parked_stream_that_fails_when_resumed_cuts_the_connection() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pool = serve_streams(config(), &dropped);
+    let mut slow = pool.connect();
+    slow.send(get("/failing"));
+    wait_until_written_behind(&pool, &mut slow);
+    // The client reads on; the pieces made after the first park fail at the 65th: the
+    // chunked body never ends, and the connection is closed so the client can tell.
+    let cut = slow
+        .try_response(false)
+        .expect_err("a whole answer from a failing stream");
+    assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof, "{cut}");
+    wait_until("the cut answer is counted", || {
+        pool.handle.stats().aborted_requests == 1
+    });
+    answered_promptly(&pool, "/fresh");
+}
+
+#[test]
+fn shutdown_finishes_a_parked_stream() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pool = serve_streams(config(), &dropped);
+    let mut slow = pool.connect();
+    slow.send(get("/stream"));
+    wait_until_written_behind(&pool, &mut slow);
+    pool.handle.shutdown();
+    let reply = slow.response();
+    assert_big_body(&reply.body);
+    slow.expect_closed();
+    pool.join().expect("serve returns Ok");
 }
 
 #[test]

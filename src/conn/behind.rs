@@ -3,7 +3,8 @@
 //! is what needs none of the gateway's code: bytes already in memory (the output buffer, a
 //! whole body) and the rest of a file body, read by the loop a piece at a time as the
 //! socket makes room (as nginx sends files from its event loop). An iterator or a reader is
-//! the gateway's code, so a worker sends it to the end.
+//! the gateway's code: it parks here (see [`super::stream`]) and a worker makes its next
+//! pieces once the socket has taken what came before.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::access::{Outcome, Pending, Record};
+use super::stream::Stream;
 use super::Conn;
 use crate::server::{Counters, Shared};
 use crate::transport::Transport;
@@ -28,8 +30,10 @@ enum Piece {
     File {
         file: File,
         left: u64,
-        _slot: FileSlot,
+        _slot: Slot,
     },
+    /// A streamed body (the gateway's code) that a worker makes the next pieces of.
+    Stream(Box<Stream>),
 }
 
 /// Most bytes of a file body the event loop reads at a time: all a slow client's
@@ -41,34 +45,35 @@ const FILE_PIECE: usize = 64 * 1024;
 /// loop reads it must not hold the loop for the whole file.
 const UNSENT_PER_TURN: usize = 2 << 20;
 
-/// How many file bodies may wait for the event loop at once: each holds a descriptor
-/// beside its connection's, and the connection cap leaves room for only so many.
+/// How many answers of a kind may wait for the event loop at once: file bodies (each holds
+/// a descriptor beside its connection's, and the connection cap leaves room for only so
+/// many), or parked streams (each holds whatever the gateway's iterator or reader holds).
 #[derive(Debug)]
-pub(crate) struct FileSlots {
+pub(crate) struct Slots {
     left: AtomicUsize,
 }
 
-/// One of the [`FileSlots`], given back when dropped.
+/// One of the [`Slots`], given back when dropped.
 #[derive(Debug)]
-pub(crate) struct FileSlot(Arc<FileSlots>);
+pub(crate) struct Slot(Arc<Slots>);
 
-impl FileSlots {
-    pub(crate) fn new(n: usize) -> Arc<FileSlots> {
-        Arc::new(FileSlots {
+impl Slots {
+    pub(crate) fn new(n: usize) -> Arc<Slots> {
+        Arc::new(Slots {
             left: AtomicUsize::new(n),
         })
     }
 
     /// A slot, if one is free.
-    pub(crate) fn take(self: &Arc<Self>) -> Option<FileSlot> {
+    pub(crate) fn take(self: &Arc<Self>) -> Option<Slot> {
         self.left
             .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1))
             .ok()
-            .map(|_| FileSlot(self.clone()))
+            .map(|_| Slot(self.clone()))
     }
 }
 
-impl Drop for FileSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.left.fetch_add(1, Relaxed);
     }
@@ -83,6 +88,8 @@ pub(crate) enum Progress {
     Blocked { progressed: bool },
     /// [`UNSENT_PER_TURN`] bytes went out and more wait: the loop comes back to it.
     Paused,
+    /// All before a parked stream went out: a worker must make its next pieces.
+    Streaming,
 }
 
 /// Response bytes accepted for the client that its socket did not take yet.
@@ -109,7 +116,7 @@ impl Unsent {
         }
     }
 
-    fn push_file(&mut self, file: File, len: u64, slot: FileSlot) {
+    fn push_file(&mut self, file: File, len: u64, slot: Slot) {
         if len > 0 {
             self.pushed += len;
             self.pieces.push_back(Piece::File {
@@ -147,6 +154,28 @@ impl Unsent {
         })
     }
 
+    /// Parks a stream behind what waits.
+    pub(super) fn park(&mut self, stream: Box<Stream>) {
+        self.pieces.push_back(Piece::Stream(stream));
+    }
+
+    /// Whether a parked stream is the next piece to go out.
+    pub(super) fn stream_is_next(&self) -> bool {
+        matches!(self.pieces.front(), Some(Piece::Stream(_)))
+    }
+
+    /// Takes the parked stream out, if it is the next piece to go out.
+    pub(super) fn unpark(&mut self) -> Option<Box<Stream>> {
+        match self.pieces.pop_front() {
+            Some(Piece::Stream(stream)) => Some(stream),
+            Some(other) => {
+                self.pieces.push_front(other);
+                None
+            }
+            None => None,
+        }
+    }
+
     /// Tells the requests whose answers the client has now taken whole.
     fn settle(&mut self) {
         let written = self.written;
@@ -171,8 +200,10 @@ impl Drop for Unsent {
         // A whole body left here is the gateway's own value (`Bytes` may have an owner of
         // its own): the event loop drops it, and must not be unwound by it.
         for piece in self.pieces.drain(..) {
-            if let Piece::Bytes(piece) = piece {
-                drop_piece(piece);
+            match piece {
+                Piece::Bytes(piece) => drop_piece(piece),
+                Piece::Stream(stream) => stream.cut(self.accounts.as_ref()),
+                Piece::File { .. } => {}
             }
         }
         self.settle();
@@ -204,6 +235,23 @@ impl<T: Transport> Conn<T> {
             .accounts
             .get_or_insert_with(|| (shared.stats.clone(), shared.config.access_log));
         unsent.pending.push_back(Pending { record, end });
+    }
+
+    /// Gives the stream just parked its request's outcome, told once it ends (or is cut),
+    /// and the request, for the stuck-gateway report of the worker that resumes it.
+    pub(crate) fn park_record(
+        &mut self,
+        record: Record,
+        request: (http::Method, http::Uri),
+        shared: &Shared,
+    ) {
+        let unsent = &mut self.unsent;
+        unsent
+            .accounts
+            .get_or_insert_with(|| (shared.stats.clone(), shared.config.access_log));
+        if let Some(Piece::Stream(stream)) = unsent.pieces.back_mut() {
+            stream.set_record(record, request);
+        }
     }
 
     /// Whether response bytes wait for the event loop to write them.
@@ -238,19 +286,25 @@ impl<T: Transport> Conn<T> {
     /// what its socket takes now and leaves the rest for the event loop; any other waits
     /// for its client (up to the write timeout), as [`Conn::flush`] does.
     pub(crate) fn send_or_leave(&mut self, body: Bytes) -> io::Result<()> {
-        let taken = self.write_some(&body, Duration::ZERO)?;
+        let taken = self.write_some(&body, b"", Duration::ZERO)?;
         if taken < body.len() {
             self.unsent.push(body.slice(taken..));
         }
         Ok(())
     }
 
-    /// Writes the output buffer and then `body` as far as the socket takes them, after
-    /// waits for room of up to `patience` each (with none, one attempt); what is left of
-    /// the output buffer waits for the event loop. Returns how much of `body` went: the
-    /// caller leaves the rest behind it. A connection that may not write behind waits for
-    /// its client instead (up to the write timeout), and sends it all.
-    pub(crate) fn write_some(&mut self, body: &[u8], patience: Duration) -> io::Result<usize> {
+    /// Writes the output buffer and then `body` and `tail` as far as the socket takes them,
+    /// after waits for room of up to `patience` each (with none, one attempt); what is left
+    /// of the output buffer waits for the event loop. Returns how much of `body` and `tail`
+    /// went: the caller leaves the rest behind it. A connection that may not write behind
+    /// waits for its client instead (up to the write timeout), and sends it all. Of what
+    /// the socket takes, `body` counts in `body_sent`.
+    pub(crate) fn write_some(
+        &mut self,
+        body: &[u8],
+        tail: &[u8],
+        patience: Duration,
+    ) -> io::Result<usize> {
         if self.has_unsent() {
             // Behind already: the order of the bytes is kept.
             let out = Bytes::from(std::mem::take(&mut self.out));
@@ -259,24 +313,27 @@ impl<T: Transport> Conn<T> {
             self.handed_over(Some(out_end));
             return Ok(0);
         }
-        if self.out.is_empty() && body.is_empty() {
+        if self.out.is_empty() && body.is_empty() && tail.is_empty() {
             return Ok(0);
         }
         if !self.write_behind {
-            self.write_out_wait(body, b"")?;
-            return Ok(body.len());
+            self.write_out_wait(body, tail)?;
+            return Ok(body.len() + tail.len());
         }
         self.writes += 1;
-        let total = self.out.len() + body.len();
+        let total = self.out.len() + body.len() + tail.len();
         let mut written = 0;
         let (mut failed, mut blocked) = (None, false);
         while written < total && !blocked {
+            let mut slices = [
+                IoSlice::new(&self.out),
+                IoSlice::new(body),
+                IoSlice::new(tail),
+            ];
             let result = if patience.is_zero() {
                 // One attempt, from the start: the common case, kept short.
-                self.io
-                    .write_now(&[IoSlice::new(&self.out), IoSlice::new(body)])
+                self.io.write_now(&slices)
             } else {
-                let mut slices = [IoSlice::new(&self.out), IoSlice::new(body)];
                 let mut bufs = &mut slices[..];
                 IoSlice::advance_slices(&mut bufs, written);
                 self.io.write_within(bufs, patience)
@@ -301,7 +358,7 @@ impl<T: Transport> Conn<T> {
             }
         }
         let taken = written.saturating_sub(self.out.len());
-        self.body_sent += taken as u64;
+        self.body_sent += taken.min(body.len()) as u64;
         if let Some(e) = failed {
             // Answers held in the output buffer that went out whole are told as sent.
             if written >= self.out.len() {
@@ -328,7 +385,7 @@ impl<T: Transport> Conn<T> {
 
     /// Leaves the next `len` bytes of `file` to the event loop, behind what waits already;
     /// `slot` is given back once the loop is done with it.
-    pub(crate) fn leave_file(&mut self, file: File, len: u64, slot: FileSlot) {
+    pub(crate) fn leave_file(&mut self, file: File, len: u64, slot: Slot) {
         self.unsent.push_file(file, len, slot);
     }
 
@@ -357,6 +414,9 @@ impl<T: Transport> Conn<T> {
     pub(crate) fn write_unsent_now(&mut self) -> io::Result<Progress> {
         let mut this_turn = 0;
         loop {
+            if self.unsent.stream_is_next() {
+                return Ok(Progress::Streaming);
+            }
             let piece = match self.unsent.front_bytes() {
                 Ok(Some(piece)) => piece,
                 Ok(None) => return Ok(Progress::Done),
@@ -402,7 +462,7 @@ mod tests {
 
     #[test]
     fn file_slots_run_out_and_come_back() {
-        let slots = FileSlots::new(2);
+        let slots = Slots::new(2);
         let (a, b) = (slots.take(), slots.take());
         assert!(a.is_some() && b.is_some());
         assert!(slots.take().is_none(), "a third file past a budget of two");
@@ -415,7 +475,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("sgi-unsent-turn-{}", std::process::id()));
         let content: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();
-        let slots = FileSlots::new(1);
+        let slots = Slots::new(1);
         let mut conn = Conn::new(Memory::default(), None, None);
         conn.unsent.push(Bytes::from_static(b"head"));
         let file = File::open(&path).unwrap();

@@ -7,11 +7,12 @@
 
 pub(crate) mod access;
 mod behind;
-pub(crate) use behind::{FileSlots, Progress};
+pub(crate) use behind::{Progress, Slots};
 mod body;
 mod buffer;
 pub(crate) mod panics;
 mod send;
+mod stream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -146,7 +147,9 @@ pub(crate) struct Conn<T: Transport> {
     /// loop (pool connections).
     pub(crate) write_behind: bool,
     /// Where the rest of a file body may be left to the event loop (pool connections).
-    pub(crate) file_slots: Option<Arc<behind::FileSlots>>,
+    pub(crate) file_slots: Option<Arc<behind::Slots>>,
+    /// Where a streamed body may park while its client falls behind (pool connections).
+    pub(crate) stream_slots: Option<Arc<behind::Slots>>,
     /// Response bytes left to the event loop, and what follows once they are written.
     unsent: behind::Unsent,
     pub(crate) after_unsent: Next,
@@ -172,6 +175,7 @@ impl<T: Transport> Conn<T> {
             told: false,
             write_behind: false,
             file_slots: None,
+            stream_slots: None,
             unsent: behind::Unsent::default(),
             after_unsent: Next::Close,
             served: 0,
@@ -678,6 +682,13 @@ impl<T: Transport> Conn<T> {
             bytes: sent.bytes,
             started,
         };
+        if sent.parked {
+            // The stream waits for its client: its outcome is told once it ends.
+            let request = record.request.clone().unwrap_or_else(|| requested.shown());
+            self.park_record(record, request, shared);
+            self.told = true;
+            return sent.next;
+        }
         let pipelined = sent.next == Next::KeepAlive && self.head(shared) == Head::Ready;
         // A pipelined request behind this one lets its response wait and go out together,
         // up to a bound: a client that pipelines many requests and reads nothing must not

@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use bytes::Bytes;
 use http::{StatusCode, Version};
 
+use super::stream::{Pumped, Source, Stream, STREAM_PATIENCE};
 use super::{error_response, Conn, Next, Peer};
 use crate::body::Kind;
 use crate::http1::{
@@ -20,8 +21,6 @@ use crate::Response;
 
 /// Bodies up to this size are copied into the output buffer: one write for head and body.
 const COPY_LIMIT: usize = 16 * 1024;
-/// Read size for reader bodies.
-const READ_CHUNK: usize = 64 * 1024;
 /// Piece size for file bodies: a quarter of the system calls per byte of a 64 KiB loop.
 const FILE_CHUNK: usize = 256 * 1024;
 /// How long a pool worker waits for room in the socket while it sends a file before it
@@ -35,11 +34,14 @@ pub(crate) struct Sent {
     pub(crate) next: Next,
     /// The body failed: the connection must end now (no lingering).
     pub(crate) cut: bool,
+    /// A streamed body parked to wait for its client (see [`super::stream`]): its outcome
+    /// is told once it ends.
+    pub(crate) parked: bool,
 }
 
 /// Why a body could not be sent whole; the connection is cut so the client cannot take a
 /// truncated body for a complete one.
-enum Abort {
+pub(super) enum Abort {
     Io(io::Error),
     Gateway(String),
 }
@@ -142,6 +144,7 @@ impl<T: Transport> Conn<T> {
                 bytes: 0,
                 next: close_next,
                 cut: false,
+                parked: false,
             };
         }
         // The body is the gateway's code too (an iterator, a reader, their `Drop`): a panic
@@ -157,11 +160,15 @@ impl<T: Transport> Conn<T> {
         });
         let status = parts.status;
         match sent {
-            Ok(bytes) => Sent {
+            Ok(pumped) => Sent {
                 status,
-                bytes,
+                bytes: match pumped {
+                    Pumped::Ended(bytes) => bytes,
+                    Pumped::Parked => self.body_sent,
+                },
                 next: close_next,
                 cut: false,
+                parked: matches!(pumped, Pumped::Parked),
             },
             Err(Abort::Io(e)) => {
                 tracing::debug!(peer = %Peer(self.peer), error = %e, "connection lost while sending a response");
@@ -171,6 +178,7 @@ impl<T: Transport> Conn<T> {
                     bytes: self.body_sent,
                     next: Next::Close,
                     cut: true,
+                    parked: false,
                 }
             }
             Err(Abort::Gateway(why)) if self.writes == writes => {
@@ -192,6 +200,7 @@ impl<T: Transport> Conn<T> {
                     bytes: self.body_sent,
                     next: Next::Close,
                     cut: true,
+                    parked: false,
                 }
             }
         }
@@ -210,17 +219,12 @@ impl<T: Transport> Conn<T> {
         kind: Kind,
         framing: BodyFraming,
         clock: Option<&Busy>,
-    ) -> Result<u64, Abort> {
+    ) -> Result<Pumped, Abort> {
         let declared = match framing {
             BodyFraming::Length(n) => Some(n),
             _ => None,
         };
         let chunked = framing == BodyFraming::Chunked;
-        // A streamed body holds its worker until the client has taken it all.
-        let _streaming = match kind {
-            Kind::Full(_) => None,
-            _ => Some(Busy::streaming(clock)),
-        };
         match kind {
             Kind::Full(bytes) => {
                 let n = bytes.len() as u64;
@@ -228,15 +232,17 @@ impl<T: Transport> Conn<T> {
                     self.send_or_leave(bytes).map_err(Abort::Io)?;
                     self.body_sent = n;
                 } else if bytes.len() > COPY_LIMIT {
-                    self.write_piece(&bytes, b"", false)?;
+                    self.write_piece(&bytes, b"", false, false)?;
                     self.body_sent = n;
                 } else {
                     // Copied behind the head; handed over when the output buffer is.
-                    self.write_piece(&bytes, b"", false)?;
+                    self.write_piece(&bytes, b"", false, false)?;
                 }
-                Ok(n)
+                Ok(Pumped::Ended(n))
             }
             Kind::File(mut file, len) => {
+                // A file holds its worker until the client falls behind.
+                let _streaming = Busy::streaming(clock);
                 // Large pieces, read and written by hand: std's io::copy would move them
                 // through an 8 KiB buffer (no sendfile without unsafe code). The head goes
                 // out with the first piece, so a file that cannot be read has sent nothing
@@ -263,7 +269,9 @@ impl<T: Transport> Conn<T> {
                         self.body_sent = sent;
                         continue;
                     }
-                    let taken = self.write_some(piece, FILE_PATIENCE).map_err(Abort::Io)?;
+                    let taken = self
+                        .write_some(piece, b"", FILE_PATIENCE)
+                        .map_err(Abort::Io)?;
                     sent += taken as u64;
                     if taken < n {
                         // The client does not keep up: the event loop sends the rest of the
@@ -280,7 +288,7 @@ impl<T: Transport> Conn<T> {
                             self.leave_file(file, from_file, slot);
                         }
                         self.body_sent = len;
-                        return Ok(len);
+                        return Ok(Pumped::Ended(len));
                     }
                     self.body_sent = sent;
                 }
@@ -289,63 +297,28 @@ impl<T: Transport> Conn<T> {
                         "file ended after {sent} of {len} bytes"
                     )));
                 }
-                Ok(sent)
+                Ok(Pumped::Ended(sent))
             }
-            Kind::Iter(mut iter) => {
-                let mut sent = 0;
-                // A body of known length is not pulled once that length is sent (nor at all
-                // when it is 0): a next piece may block or fail, and could not be sent.
-                while declared.map_or(true, |n| sent < n) {
-                    // Making the next piece is the gateway's code: the stuck clock runs.
-                    match Busy::timed(clock, || iter.next()) {
-                        None => break,
-                        Some(Err(e)) => {
-                            return Err(Abort::Gateway(format!("body iterator failed: {e}")))
-                        }
-                        Some(Ok(piece)) => {
-                            sent = self.stream_piece(&piece, sent, declared, chunked)?
-                        }
-                    }
-                }
-                let done = self.finish_stream(sent, declared, chunked);
-                drop_sent(iter);
-                done
+            Kind::Iter(iter) => {
+                self.send_stream(Stream::new(Source::Iter(iter), declared, chunked), clock)
             }
-            Kind::Reader(mut reader, _) => {
-                let mut sent = 0;
-                // A reader of known length is read no further than that length: what follows
-                // may be someone else's (a shared file offset, a pipe, an upstream stream).
-                let room = |sent: u64| {
-                    declared.map_or(READ_CHUNK, |n| (n - sent).min(READ_CHUNK as u64) as usize)
-                };
-                let mut chunk = vec![0; room(0)];
-                loop {
-                    let want = room(sent);
-                    if want == 0 {
-                        break;
-                    }
-                    let n = match Busy::timed(clock, || reader.read(&mut chunk[..want])) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(Abort::Gateway(format!("body reader failed: {e}"))),
-                    };
-                    sent = self.stream_piece(&chunk[..n], sent, declared, chunked)?;
-                }
-                let done = self.finish_stream(sent, declared, chunked);
-                drop_sent(reader);
-                done
+            Kind::Reader(reader, _) => {
+                let source = Stream::reader(reader, declared);
+                self.send_stream(Stream::new(source, declared, chunked), clock)
             }
         }
     }
 
-    /// Sends one piece of a streamed body; returns the body bytes sent so far.
-    fn stream_piece(
+    /// Sends one piece of a streamed body; returns the body bytes sent so far. A stream
+    /// that `parks` sends what the socket takes within [`STREAM_PATIENCE`] and leaves the
+    /// rest to the event loop.
+    pub(super) fn stream_piece(
         &mut self,
         mut piece: &[u8],
         sent: u64,
         declared: Option<u64>,
         chunked: bool,
+        parks: bool,
     ) -> Result<u64, Abort> {
         if piece.is_empty() {
             return Ok(sent);
@@ -370,12 +343,12 @@ impl<T: Transport> Conn<T> {
         } else {
             b""
         };
-        self.write_piece(piece, tail, true)?;
+        self.write_piece(piece, tail, true, parks)?;
         self.body_sent = sent + len;
         Ok(sent + len)
     }
 
-    fn finish_stream(
+    pub(super) fn finish_stream(
         &mut self,
         sent: u64,
         declared: Option<u64>,
@@ -395,7 +368,36 @@ impl<T: Transport> Conn<T> {
     }
 
     /// Queues `piece` and then `tail` behind the output buffer, writing when it is large.
-    fn write_piece(&mut self, piece: &[u8], tail: &[u8], streaming: bool) -> Result<(), Abort> {
+    /// A streamed piece is written at once (waiting for the client, or if the stream
+    /// `parks`, leaving what the socket does not take within [`STREAM_PATIENCE`] to the
+    /// event loop).
+    fn write_piece(
+        &mut self,
+        piece: &[u8],
+        tail: &[u8],
+        streaming: bool,
+        parks: bool,
+    ) -> Result<(), Abort> {
+        if parks {
+            let (piece, tail) = if piece.len() <= COPY_LIMIT {
+                self.out.extend_from_slice(piece);
+                self.out.extend_from_slice(tail);
+                (&b""[..], &b""[..])
+            } else {
+                (piece, tail)
+            };
+            let taken = self
+                .write_some(piece, tail, STREAM_PATIENCE)
+                .map_err(Abort::Io)?;
+            if taken < piece.len() {
+                self.leave(Bytes::copy_from_slice(&piece[taken..]));
+            }
+            let tail_taken = taken.saturating_sub(piece.len());
+            if tail_taken < tail.len() {
+                self.leave(Bytes::copy_from_slice(&tail[tail_taken..]));
+            }
+            return Ok(());
+        }
         // Each streamed piece goes out before the next is asked for (as PEP 3333 asks), so a
         // slow producer's output reaches the client as it is made.
         if piece.len() <= COPY_LIMIT {
@@ -446,15 +448,6 @@ fn drop_unsent(body: crate::Body) {
     drop_catching(
         body,
         "a response body that was not sent panicked when dropped",
-    );
-}
-
-/// Drops a streamed body's source once it is all sent: a panic in its `Drop` is the
-/// gateway's bug, but the answer is whole, so it is logged and the connection goes on.
-fn drop_sent<T>(source: T) {
-    drop_catching(
-        source,
-        "a response body panicked when dropped after it was sent whole",
     );
 }
 

@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::queue::JobQueue;
 use super::worker::{Done, Job, Workers};
-use crate::conn::{Conn, FileSlots, Head, Next, Progress};
+use crate::conn::{Conn, Head, Next, Progress, Slots};
 use crate::linger::Linger;
 use crate::server::{listening_poll, AcceptErrors, Shared, Throttle};
 use crate::transport::{Socket, Transport};
@@ -87,7 +87,10 @@ enum Slot {
 /// The event loop's state; whoever holds it (a worker or the keeper) runs a [`turn`](Self::turn).
 pub(crate) struct Loop {
     /// File bodies the loop may be left to send: each holds a descriptor.
-    file_slots: Arc<FileSlots>,
+    file_slots: Arc<Slots>,
+    /// Streamed bodies that may wait for their clients here: each holds what its iterator
+    /// or reader holds, so there are as many as workers (which would hold them otherwise).
+    stream_slots: Arc<Slots>,
     poll: Poll,
     events: Events,
     listener: Option<TcpListener>,
@@ -187,7 +190,8 @@ impl Loop {
         Loop {
             // The workers' own files (one each while they send one) come out of the
             // descriptors `fd_budget` sets aside for them, not out of the slow readers'.
-            file_slots: FileSlots::new(super::file_budget(soft) + shared.config.pool_workers()),
+            file_slots: Slots::new(super::file_budget(soft) + shared.config.pool_workers()),
+            stream_slots: Slots::new(shared.config.pool_workers()),
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),
@@ -310,6 +314,7 @@ impl Loop {
                             let mut conn = Box::new(Conn::new(socket, Some(peer), local));
                             conn.write_behind = true;
                             conn.file_slots = Some(self.file_slots.clone());
+                            conn.stream_slots = Some(self.stream_slots.clone());
                             self.insert(conn)
                         }
                         Err(e) => tracing::debug!(error = %e, "cannot set up an accepted socket"),
@@ -704,6 +709,12 @@ impl Loop {
                     self.close(token, conn, false);
                 }
             }
+            // A parked stream is next: a worker makes its next pieces (the loop waits for no
+            // room meanwhile; a worker that parks it again hands it back for that).
+            Ok(Progress::Streaming) if self.interest(token, &conn, Interest::READABLE) => {
+                self.dispatch(token, conn, false)
+            }
+            Ok(Progress::Streaming) => self.close(token, conn, false),
             Ok(Progress::Done) if !self.interest(token, &conn, Interest::READABLE) => {
                 self.close(token, conn, false)
             }

@@ -7,8 +7,10 @@
 //! worker. After a response the worker goes straight on to a pipelined request already
 //! buffered; otherwise the connection returns to the loop. An answer whose bytes are all in
 //! memory, or whose body is a file, and that the client is slow to take is finished by the
-//! loop too (write-behind), so slow readers hold no worker either; only an iterator or
-//! reader body, the gateway's own code, holds its worker until it is sent.
+//! loop too (write-behind), so slow readers hold no worker either. An iterator or reader
+//! body, the gateway's own code, parks in the loop when its client falls behind (as many
+//! as there are workers), and a worker makes its next pieces once the client has made
+//! room; past that bound a stream holds its worker until it is sent.
 //!
 //! The loop has no thread of its own (leader/follower): an idle worker polls it and serves
 //! the requests it found, so on a busy core a request is read, served and answered by one

@@ -471,6 +471,13 @@ impl<G: Gateway> Workers<G> {
 
     /// Serves the request a job brought, and any request pipelined behind it.
     fn serve_conn(&self, conn: &mut Conn<Socket>, ctx: &Ctx<'_, G>) -> Next {
+        if conn.stream_waits() {
+            // Queued for its parked stream, whose client made room: the next pieces first.
+            let next = conn.resume_stream(&self.shared, ctx.worker);
+            if next != Next::KeepAlive || conn.has_unsent() || !conn.next_pipelined(&self.shared) {
+                return next;
+            }
+        }
         loop {
             let next = conn.serve(ctx);
             #[cfg(test)]
@@ -672,9 +679,10 @@ impl<G: Gateway> Workers<G> {
 
 impl<G> Workers<G> {
     /// Warns, once each time it happens, that every worker is held by a streamed body: a
-    /// reader or iterator holds its worker until the client has taken all of it (a file,
-    /// while the client keeps up), so slow clients or endless streams can leave none for
-    /// new requests, which then wait.
+    /// reader or iterator holds its worker while the client keeps up, and until the client
+    /// has taken all of it once as many streams as workers are parked (a file, while the
+    /// client keeps up), so slow clients or endless streams can leave none for new
+    /// requests, which then wait.
     fn tell_if_held_by_streams(&self, held: Option<usize>) {
         let Some(workers) = held else {
             self.all_streaming.store(false, Relaxed);
