@@ -14,6 +14,8 @@ whose streams park while their clients fall behind answers every fresh request a
 while N is at most the number of workers (that many streams park); past that, the streams
 that cannot park hold their workers, and with every worker held fresh requests time out.
 
+Claims (PASS/FAIL, exit status 1 if one fails): for each N up to the number of workers,
+all 20 fresh requests answered, each within 1 s. Counts past it are reported only.
 Talks to 127.0.0.1 only; every wait is bounded; the server is killed at the end.
 """
 
@@ -76,6 +78,7 @@ def run(binary, workers, n):
         if heads:
             line += f", p50 {statistics.median(heads) * 1000:.2f} ms, max {max(heads) * 1000:.2f} ms"
         print(line + f", {20 - len(heads)} timed out", flush=True)
+        return len(heads) == 20 and max(heads) < 1.0
     finally:
         for s in slow:
             s.close()
@@ -90,9 +93,15 @@ def main():
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--slow", type=int, nargs="+", default=[4, 8])
     args = p.parse_args()
+    failed = 0
     for n in args.slow:
-        run(args.bin, args.workers, n)
+        ok = run(args.bin, args.workers, n)
+        if n <= args.workers:
+            print(f"  {'PASS' if ok else 'FAIL'}  {n} slow readers of streams leave the "
+                  f"{args.workers} workers free for fresh requests", flush=True)
+            failed += not ok
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
