@@ -861,6 +861,20 @@ fn a_slow_reader_of_a_streamed_answer_holds_no_worker() {
 }
 
 #[test]
+fn a_request_sent_while_its_connection_streams_is_served_after_it() {
+    // Its bytes arrive while the answer before it goes out: nothing is read then, and their
+    // readiness edge is spent, so the request is read once the stream has ended.
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pool = serve_streams(config(), &dropped);
+    let mut slow = pool.connect();
+    slow.send(get("/stream"));
+    wait_until_written_behind(&pool, &mut slow);
+    slow.send(get("/after"));
+    assert_big_body(&slow.response().body);
+    assert_eq!(slow.response().text(), "/after");
+}
+
+#[test]
 fn a_parked_stream_whose_client_leaves_is_cut_and_let_go() {
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pool = serve_streams(config(), &dropped);
