@@ -825,6 +825,17 @@ fn serve_streams(config: Config, dropped: &Arc<std::sync::atomic::AtomicBool>) -
     })
 }
 
+/// A [`serve_streams`] pool with a client whose request for `path` has begun its answer,
+/// which then waits on the client (who reads nothing yet); and the body's drop flag.
+fn parked_stream(path: &str) -> (Running, RawClient, Arc<std::sync::atomic::AtomicBool>) {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pool = serve_streams(config(), &dropped);
+    let mut slow = pool.connect();
+    slow.send(get(path));
+    wait_until_written_behind(&pool, &mut slow);
+    (pool, slow, dropped)
+}
+
 fn assert_big_body(body: &[u8]) {
     assert_eq!(body.len(), BIG_FILE);
     let misplaced = body
@@ -840,11 +851,7 @@ fn a_slow_reader_of_a_streamed_answer_holds_no_worker() {
     // taken that, a worker makes the next pieces. Chunked, with a declared length, and
     // from a reader.
     for path in ["/stream", "/declared", "/reader"] {
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let pool = serve_streams(config(), &dropped);
-        let mut slow = pool.connect();
-        slow.send(get(path));
-        wait_until_written_behind(&pool, &mut slow);
+        let (pool, mut slow, dropped) = parked_stream(path);
         // The one worker is free for others while the slow client reads nothing.
         answered_promptly(&pool, "/fresh");
         let reply = slow.response();
@@ -864,11 +871,7 @@ fn a_slow_reader_of_a_streamed_answer_holds_no_worker() {
 fn a_request_sent_while_its_connection_streams_is_served_after_it() {
     // Its bytes arrive while the answer before it goes out: nothing is read then, and their
     // readiness edge is spent, so the request is read once the stream has ended.
-    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pool = serve_streams(config(), &dropped);
-    let mut slow = pool.connect();
-    slow.send(get("/stream"));
-    wait_until_written_behind(&pool, &mut slow);
+    let (_pool, mut slow, _) = parked_stream("/stream");
     slow.send(get("/after"));
     assert_big_body(&slow.response().body);
     assert_eq!(slow.response().text(), "/after");
@@ -876,11 +879,7 @@ fn a_request_sent_while_its_connection_streams_is_served_after_it() {
 
 #[test]
 fn a_parked_stream_whose_client_leaves_is_cut_and_let_go() {
-    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pool = serve_streams(config(), &dropped);
-    let mut slow = pool.connect();
-    slow.send(get("/stream"));
-    wait_until_written_behind(&pool, &mut slow);
+    let (pool, slow, dropped) = parked_stream("/stream");
     // The client takes a part, then leaves: a worker making the next pieces finds it gone,
     // or the loop does.
     let mut part = vec![0; 4 << 20];
@@ -898,30 +897,16 @@ fn a_parked_stream_whose_client_leaves_is_cut_and_let_go() {
 
 #[test]
 fn a_parked_stream_that_fails_when_resumed_cuts_the_connection() {
-    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pool = serve_streams(config(), &dropped);
-    let mut slow = pool.connect();
-    slow.send(get("/failing"));
-    wait_until_written_behind(&pool, &mut slow);
+    let (pool, mut slow, _) = parked_stream("/failing");
     // The client reads on; the pieces made after the first park fail at the 65th: the
     // chunked body never ends, and the connection is closed so the client can tell.
-    let cut = slow
-        .try_response(false)
-        .expect_err("a whole answer from a failing stream");
-    assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof, "{cut}");
-    wait_until("the cut answer is counted", || {
-        pool.handle.stats().aborted_requests == 1
-    });
+    expect_cut(&pool, &mut slow, "a whole answer from a failing stream");
     answered_promptly(&pool, "/fresh");
 }
 
 #[test]
 fn shutdown_finishes_a_parked_stream() {
-    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut pool = serve_streams(config(), &dropped);
-    let mut slow = pool.connect();
-    slow.send(get("/stream"));
-    wait_until_written_behind(&pool, &mut slow);
+    let (mut pool, mut slow, _) = parked_stream("/stream");
     pool.handle.shutdown();
     let reply = slow.response();
     assert_big_body(&reply.body);
@@ -944,9 +929,13 @@ fn a_file_cut_short_while_the_loop_sends_it_ends_the_connection() {
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let cut = slow
-        .try_response(false)
-        .expect_err("a whole answer from a shortened file");
+    expect_cut(&pool, &mut slow, "a whole answer from a shortened file");
+}
+
+/// Reads `slow`'s answer, which must end before its framing does (the connection closed),
+/// and waits until the pool counts it aborted; `whole` says what a whole answer would be.
+fn expect_cut(pool: &Running, slow: &mut RawClient, whole: &str) {
+    let cut = slow.try_response(false).expect_err(whole);
     assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof, "{cut}");
     wait_until("the cut answer is counted", || {
         pool.handle.stats().aborted_requests == 1
