@@ -164,6 +164,19 @@ pub struct Config {
     /// (80 KiB by default). Where the descriptor limit is in the hundreds of thousands (as
     /// under systemd or in containers), set a cap that this worst case fits in memory.
     pub max_connections: Option<usize>,
+    /// How many streamed bodies (a [`Body::from_iter`](crate::Body::from_iter)'s or a
+    /// [`Body::from_reader`](crate::Body::from_reader)'s) the
+    /// [`PoolServer`](crate::PoolServer) may park at once while their clients fall behind;
+    /// `None` (the default) picks the number of workers.
+    ///
+    /// A parked stream waits in the event loop without a worker, and a worker makes its
+    /// next pieces once the client has made room. A stream beyond the cap, or with `0`
+    /// every stream, holds its worker until the client has taken it all (as a Gunicorn
+    /// worker does). Each parked stream keeps what its iterator or reader holds (a
+    /// database cursor, a connection from a pool), so the default keeps their number near
+    /// what the workers alone would have open: raise it where streams are cheap to keep
+    /// and slow readers many.
+    pub parked_streams: Option<usize>,
     /// Listen backlog. Default 1024.
     pub backlog: i32,
     /// Largest number of requests served on one connection before it is closed; `None` for
@@ -221,6 +234,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             workers: None,
             max_connections: None,
+            parked_streams: None,
             backlog: 1024,
             max_requests_per_connection: None,
             script_name: Arc::from(""),
@@ -235,6 +249,17 @@ impl Config {
     /// Sets the number of pool worker threads.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n.max(1));
+        self
+    }
+    /// Sets how many streamed bodies the pool may park while their clients fall behind
+    /// (see [`Config::parked_streams`]; `0` parks none).
+    ///
+    /// ```
+    /// let config = sgi::Config::default().workers(8).parked_streams(64);
+    /// assert_eq!(config.parked_streams, Some(64));
+    /// ```
+    pub fn parked_streams(mut self, n: usize) -> Self {
+        self.parked_streams = Some(n);
         self
     }
     /// Sets the most open connections.
@@ -330,6 +355,11 @@ impl Config {
         self.workers
             .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+
+    /// How many streams the pool may park (see [`Config::parked_streams`]).
+    pub(crate) fn pool_parked_streams(&self) -> usize {
+        self.parked_streams.unwrap_or_else(|| self.pool_workers())
     }
 
     /// The connection cap, `default` if none is set; at least 1, as the setter ensures.

@@ -106,8 +106,9 @@ fn a_cap_over_the_descriptor_limit_is_warned_at_start(backend: Backend) {
 }
 
 /// An iterator or reader body whose client falls behind parks while a slot is free (as many
-/// as there are workers); past that it holds its worker until the client has taken it all,
-/// so slow readers can hold every worker while new requests wait: the operator is told.
+/// as there are workers, by default); past that it holds its worker until the client has
+/// taken it all, so slow readers can hold every worker while new requests wait: the
+/// operator is told.
 #[test]
 fn a_pool_whose_every_worker_is_held_by_a_streamed_body_says_so() {
     server_log();

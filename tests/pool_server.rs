@@ -868,6 +868,36 @@ fn a_slow_reader_of_a_streamed_answer_holds_no_worker() {
 }
 
 #[test]
+fn parked_streams_sets_how_many_streams_park() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // More than the one worker: two slow readers park, and the worker stays free.
+    let pool = serve_streams(config().parked_streams(2), &dropped);
+    let mut slow: Vec<_> = (0..2).map(|_| pool.connect()).collect();
+    for client in &mut slow {
+        client.send(get("/stream"));
+        wait_until_written_behind(&pool, client);
+    }
+    answered_promptly(&pool, "/fresh");
+    for client in &mut slow {
+        assert_big_body(&client.response().body);
+    }
+    // None: the stream holds its worker while its client reads nothing (as before parked
+    // streams). An absence, so a fixed wait: ten times the 20 ms a worker waits for room.
+    let pool = serve_streams(config().parked_streams(0), &dropped);
+    let mut held = pool.connect();
+    held.send(get("/stream"));
+    held.wait_for(b"HTTP/1.1 200 OK\r\n", PATIENCE);
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = pool.handle.stats();
+    assert_eq!(
+        (stats.busy_workers, stats.active_connections),
+        (1, 1),
+        "the stream holds the worker"
+    );
+    assert_big_body(&held.response().body);
+}
+
+#[test]
 fn a_request_sent_while_its_connection_streams_is_served_after_it() {
     // Its bytes arrive while the answer before it goes out: nothing is read then, and their
     // readiness edge is spent, so the request is read once the stream has ended.

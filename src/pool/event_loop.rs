@@ -88,8 +88,7 @@ enum Slot {
 pub(crate) struct Loop {
     /// File bodies the loop may be left to send: each holds a descriptor.
     file_slots: Arc<Slots>,
-    /// Streamed bodies that may wait for their clients here: each holds what its iterator
-    /// or reader holds, so there are as many as workers (which would hold them otherwise).
+    /// Streamed bodies that may wait for their clients here (`Config::parked_streams`).
     stream_slots: Arc<Slots>,
     poll: Poll,
     events: Events,
@@ -191,7 +190,7 @@ impl Loop {
             // The workers' own files (one each while they send one) come out of the
             // descriptors `fd_budget` sets aside for them, not out of the slow readers'.
             file_slots: Slots::new(super::file_budget(soft) + shared.config.pool_workers()),
-            stream_slots: Slots::new(shared.config.pool_workers()),
+            stream_slots: Slots::new(shared.config.pool_parked_streams()),
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),

@@ -9,8 +9,8 @@
 //! memory, or whose body is a file, and that the client is slow to take is finished by the
 //! loop too (write-behind), so slow readers hold no worker either. An iterator or reader
 //! body, the gateway's own code, parks in the loop when its client falls behind (as many
-//! as there are workers), and a worker makes its next pieces once the client has made
-//! room; past that bound a stream holds its worker until it is sent.
+//! as `Config::parked_streams` allows), and a worker makes its next pieces once the client
+//! has made room; past that bound a stream holds its worker until it is sent.
 //!
 //! The loop has no thread of its own (leader/follower): an idle worker polls it and serves
 //! the requests it found, so on a busy core a request is read, served and answered by one
