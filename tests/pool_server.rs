@@ -898,6 +898,42 @@ fn parked_streams_sets_how_many_streams_park() {
 }
 
 #[test]
+fn a_stream_waiting_for_its_next_piece_holds_no_parking_slot() {
+    // One slot, two workers: an event stream waiting between pieces (its client keeps up)
+    // holds a worker but not the slot, so a slow reader's stream can still park.
+    let gate = Gate::new();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let events = stream_pausing_at(&gate, true);
+    let pool = serve(config().workers(2).parked_streams(1), {
+        let dropped = dropped.clone();
+        move |req: Request<'_>| match req.uri().path() {
+            "/events" => events(req),
+            "/stream" => Response::new(Body::from_iter(big_stream(None, &dropped))),
+            _ => target(req),
+        }
+    });
+    let mut events = pool.connect();
+    events.send(get("/events"));
+    gate.wait_for_waiting(1);
+    let mut slow = pool.connect();
+    slow.send(get("/stream"));
+    slow.wait_for(b"HTTP/1.1 200 OK\r\n", PATIENCE);
+    // One worker busy (the event stream's, still waiting), none queued: the other parked.
+    wait_until("the slow reader's stream parks", || {
+        let stats = pool.handle.stats();
+        (
+            stats.busy_workers,
+            stats.queued_requests,
+            stats.requests_served,
+        ) == (1, 0, 0)
+    });
+    answered_promptly(&pool, "/fresh");
+    gate.open();
+    assert_eq!(events.response().text(), "ab");
+    assert_big_body(&slow.response().body);
+}
+
+#[test]
 fn a_request_sent_while_its_connection_streams_is_served_after_it() {
     // Its bytes arrive while the answer before it goes out: nothing is read then, and their
     // readiness edge is spent, so the request is read once the stream has ended.

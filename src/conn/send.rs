@@ -300,11 +300,11 @@ impl<T: Transport> Conn<T> {
                 Ok(Pumped::Ended(sent))
             }
             Kind::Iter(iter) => {
-                self.send_stream(Stream::new(Source::Iter(iter), declared, chunked), clock)
+                self.pump(Stream::new(Source::Iter(iter), declared, chunked), clock)
             }
             Kind::Reader(reader, _) => {
                 let source = Stream::reader(reader, declared);
-                self.send_stream(Stream::new(source, declared, chunked), clock)
+                self.pump(Stream::new(source, declared, chunked), clock)
             }
         }
     }

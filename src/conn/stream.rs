@@ -48,7 +48,8 @@ pub(crate) struct Stream {
     request: Option<(Method, Uri)>,
     /// The request's outcome, told once the stream has ended.
     record: Option<Record>,
-    /// Held while the stream may park (see [`Conn::stream_slots`]).
+    /// Held while a piece is written and while the stream is parked (see
+    /// [`Conn::stream_slots`]).
     slot: Option<Slot>,
 }
 
@@ -108,31 +109,23 @@ pub(super) enum Pumped {
 }
 
 impl<T: Transport> Conn<T> {
-    /// Begins to send a streamed body whose head is in the output buffer. On a connection
-    /// that writes behind, the stream may park (while a slot is free).
-    pub(super) fn send_stream(
+    /// Sends `stream`'s pieces (its head is in the output buffer, or went before) until it
+    /// ends or, on a connection that writes behind, until the client falls behind: it then
+    /// parks among the unsent pieces, if a slot is free.
+    pub(super) fn pump(
         &mut self,
         mut stream: Box<Stream>,
         clock: Option<&Busy>,
     ) -> Result<Pumped, Abort> {
-        if self.write_behind {
-            stream.slot = self.stream_slots.as_ref().and_then(|slots| slots.take());
-        }
-        self.pump(stream, clock)
-    }
-
-    /// Sends `stream`'s pieces until it ends or, if it may park, until the client falls
-    /// behind: it then waits among the unsent pieces.
-    fn pump(&mut self, mut stream: Box<Stream>, clock: Option<&Busy>) -> Result<Pumped, Abort> {
         // A stream holds its worker while the client keeps up.
         let _streaming = Busy::streaming(clock);
-        let parks = self.write_behind && stream.slot.is_some();
         loop {
             let Stream {
                 source,
                 declared,
                 chunked,
                 sent,
+                slot,
                 ..
             } = &mut *stream;
             // A body of known length is not pulled once that length is sent (nor at all
@@ -148,6 +141,7 @@ impl<T: Transport> Conn<T> {
                         return Err(Abort::Gateway(format!("body iterator failed: {e}")))
                     }
                     Some(Ok(piece)) => {
+                        let parks = self.may_park(slot);
                         *sent = self.stream_piece(&piece, *sent, *declared, *chunked, parks)?
                     }
                 },
@@ -165,13 +159,17 @@ impl<T: Transport> Conn<T> {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(Abort::Gateway(format!("body reader failed: {e}"))),
                     };
+                    let parks = self.may_park(slot);
                     *sent = self.stream_piece(&chunk[..n], *sent, *declared, *chunked, parks)?;
                 }
             }
-            if parks && self.has_unsent() {
+            if stream.slot.is_some() && self.has_unsent() {
                 self.unsent.park(stream);
                 return Ok(Pumped::Parked);
             }
+            // Taken only for a piece's write (and kept while parked): a stream waiting for
+            // its next event holds none.
+            stream.slot = None;
         }
         let done = self.finish_stream(stream.sent, stream.declared, stream.chunked);
         drop_catching(
@@ -179,6 +177,16 @@ impl<T: Transport> Conn<T> {
             "a response body panicked when dropped after it was sent whole",
         );
         done.map(Pumped::Ended)
+    }
+
+    /// Whether the next piece's write may leave what the socket does not take to the event
+    /// loop, the stream then parking: on a connection that writes behind, while `slot`
+    /// holds (or can take) one of the connection's [`Conn::stream_slots`].
+    fn may_park(&self, slot: &mut Option<Slot>) -> bool {
+        if self.write_behind && slot.is_none() {
+            *slot = self.stream_slots.as_ref().and_then(|slots| slots.take());
+        }
+        slot.is_some()
     }
 
     /// Whether a parked stream is next to go out: a worker must make its pieces.
