@@ -178,11 +178,6 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     parse_head_exact(&buf[..len], limits).map(Some)
 }
 
-/// Parses `head`, known to be exactly one complete head (see [`find_head_end`]).
-pub(crate) fn parse_head_exact(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
-    parse_with_storage(head, limits)
-}
-
 /// A head httparse refused for its version: HTTP/1.2 and later minors are read as HTTP/1.1
 /// (RFC 9110 §2.5). httparse knows 1.0 and 1.1 only, so the digit is patched in a copy (a
 /// rare path, kept out of the common one).
@@ -192,7 +187,7 @@ fn parse_later_minor(head: &[u8], limits: &Limits) -> Result<RequestHead, Error>
         Some(at) => {
             let mut patched = head.to_vec();
             patched[at] = b'1';
-            parse_with_storage(&patched, limits)
+            parse_head_exact(&patched, limits)
         }
         None => Err(version_error(head)),
     }
@@ -220,7 +215,8 @@ fn later_minor_version(head: &[u8]) -> Option<usize> {
     }
 }
 
-fn parse_with_storage(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
+/// Parses `head`, known to be exactly one complete head (see [`find_head_end`]).
+pub(crate) fn parse_head_exact(head: &[u8], limits: &Limits) -> Result<RequestHead, Error> {
     const STACK: usize = 128;
     // A field line takes at least three bytes (`a:` and a line end), so this head holds
     // no more fields than this: a huge `max_headers` must not size the storage.
