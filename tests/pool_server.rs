@@ -934,6 +934,45 @@ fn a_stream_waiting_for_its_next_piece_holds_no_parking_slot() {
 }
 
 #[test]
+fn a_resumed_stream_whose_piece_runs_past_the_request_timeout_is_reported_stuck() {
+    // The worker that makes a parked stream's next pieces is timed as the first was, and
+    // knows the request (kept with the stream even with no access log).
+    let request = Duration::from_millis(300);
+    let gate = Gate::new();
+    let pool = serve(
+        two_workers_with_request_timeout(request).access_log(false),
+        {
+            let gate = gate.clone();
+            move |_req: Request<'_>| {
+                // 16 MiB, more than the sockets buffer, then a piece that waits for the gate.
+                let gate = gate.clone();
+                let piece = bytes::Bytes::from(vec![b'x'; 256 << 10]);
+                Response::new(Body::from_iter((0..65).map(move |i| {
+                    if i == 64 {
+                        gate.pass();
+                    }
+                    Ok(piece.clone())
+                })))
+            }
+        },
+    );
+    let mut slow = pool.connect();
+    slow.send("GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    wait_until_written_behind(&pool, &mut slow);
+    // The client reads on, to the close after the answer: the stream resumes, and its
+    // 65th piece stalls.
+    let read = std::thread::spawn(move || slow.read_to_end());
+    wait_until("the stalled piece is reported", || {
+        pool.handle.stats().stuck_requests == 1
+    });
+    gate.open();
+    let answer = read.join().unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(answer.ends_with(b"\r\n0\r\n\r\n"), "the chunked body ended");
+    assert!(answer.len() > 65 * (256 << 10), "{} bytes", answer.len());
+}
+
+#[test]
 fn a_request_sent_while_its_connection_streams_is_served_after_it() {
     // Its bytes arrive while the answer before it goes out: nothing is read then, and their
     // readiness edge is spent, so the request is read once the stream has ended.

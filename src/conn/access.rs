@@ -26,7 +26,8 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Record {
     pub(crate) peer: Option<SocketAddr>,
-    /// Method and target, when the access log is on and the request line was read.
+    /// Method and target, when the access log is on and the request line was read (and for
+    /// a parked stream in any case: the worker that resumes it reports them if stuck).
     pub(crate) request: Option<(Method, Uri)>,
     pub(crate) status: StatusCode,
     /// Body bytes sent (handed to the socket).

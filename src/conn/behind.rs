@@ -237,20 +237,14 @@ impl<T: Transport> Conn<T> {
         unsent.pending.push_back(Pending { record, end });
     }
 
-    /// Gives the stream just parked its request's outcome, told once it ends (or is cut),
-    /// and the request, for the stuck-gateway report of the worker that resumes it.
-    pub(crate) fn park_record(
-        &mut self,
-        record: Record,
-        request: (http::Method, http::Uri),
-        shared: &Shared,
-    ) {
+    /// Gives the stream just parked its request's outcome, told once it ends (or is cut).
+    pub(crate) fn park_record(&mut self, record: Record, shared: &Shared) {
         let unsent = &mut self.unsent;
         unsent
             .accounts
             .get_or_insert_with(|| (shared.stats.clone(), shared.config.access_log));
         if let Some(Piece::Stream(stream)) = unsent.pieces.back_mut() {
-            stream.set_record(record, request);
+            stream.set_record(record);
         }
     }
 

@@ -99,6 +99,11 @@ impl<'s> Requested<'s> {
         if !config.access_log {
             return None;
         }
+        self.take()
+    }
+
+    /// Taken back from here or the worker (which then has nothing to report).
+    fn take(&mut self) -> Option<(http::Method, http::Uri)> {
         self.here
             .take()
             .or_else(|| self.worker.and_then(|w| w.take_request()))
@@ -683,9 +688,12 @@ impl<T: Transport> Conn<T> {
             started,
         };
         if sent.parked {
-            // The stream waits for its client: its outcome is told once it ends.
-            let request = record.request.clone().unwrap_or_else(|| requested.shown());
-            self.park_record(record, request, shared);
+            // The stream waits for its client: its outcome is told once it ends. The record
+            // keeps the method and target (logged or not) for the worker that resumes it.
+            if record.request.is_none() {
+                record.request = requested.take();
+            }
+            self.park_record(record, shared);
             self.told = true;
             return sent.next;
         }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Uri};
 
 use super::access::{Outcome, Record};
 use super::behind::Slot;
@@ -44,9 +43,8 @@ pub(crate) struct Stream {
     close_delimited: bool,
     /// Body bytes sent so far (or left to the event loop).
     sent: u64,
-    /// The request, for the stuck-gateway report of the worker that resumes the stream.
-    request: Option<(Method, Uri)>,
-    /// The request's outcome, told once the stream has ended.
+    /// The request's outcome, told once the stream has ended; its method and target are
+    /// there for the stuck-gateway report of the worker that resumes the stream.
     record: Option<Record>,
     /// Held while a piece is written and while the stream is parked (see
     /// [`Conn::stream_slots`]).
@@ -71,7 +69,6 @@ impl Stream {
             chunked,
             close_delimited: declared.is_none() && !chunked,
             sent: 0,
-            request: None,
             record: None,
             slot: None,
         })
@@ -83,10 +80,9 @@ impl Stream {
         Source::Reader(reader, vec![0; room])
     }
 
-    /// Its outcome, told once it ends; and the request it answers, for stuck reports.
-    pub(super) fn set_record(&mut self, record: Record, request: (Method, Uri)) {
+    /// Its outcome, told once it ends.
+    pub(super) fn set_record(&mut self, record: Record) {
         self.record = Some(record);
-        self.request = Some(request);
     }
 
     /// The stream is dropped unfinished (its connection ended): its outcome is told.
@@ -203,9 +199,9 @@ impl<T: Transport> Conn<T> {
         };
         self.told = true;
         let record = stream.record.take();
-        let request = stream.request.take();
-        if let (Some(clock), Some(request)) = (clock, &request) {
-            clock.begin(request.clone());
+        let request = record.as_ref().and_then(|r| r.request.clone());
+        if let (Some(clock), Some(request)) = (clock, request) {
+            clock.begin(request);
             clock.pause();
         }
         self.body_sent = stream.sent;
@@ -218,9 +214,9 @@ impl<T: Transport> Conn<T> {
             });
         let (outcome, next) = match pumped {
             Ok(Pumped::Parked) => {
-                if let (Some(mut record), Some(request)) = (record, request) {
+                if let Some(mut record) = record {
                     record.bytes = self.body_sent;
-                    self.park_record(record, request, shared);
+                    self.park_record(record, shared);
                 }
                 return self.after_unsent;
             }
