@@ -612,7 +612,8 @@ impl<T: Transport> Conn<T> {
                 Some(status) => {
                     outcome = Outcome::Rejected;
                     close = true;
-                    send::drop_replaced(std::mem::replace(&mut response, error_response(status)));
+                    let answer = error_response(status);
+                    send::drop_replaced(std::mem::replace(&mut response, answer));
                 }
                 None => {
                     // The client is gone mid-body; answers to requests before it still go.
@@ -646,9 +647,8 @@ impl<T: Transport> Conn<T> {
                 );
             }
             close = true;
-            let tunnel =
-                std::mem::replace(&mut response, error_response(StatusCode::NOT_IMPLEMENTED));
-            send::drop_replaced(tunnel);
+            let answer = error_response(StatusCode::NOT_IMPLEMENTED);
+            send::drop_replaced(std::mem::replace(&mut response, answer));
         }
         let body = &reader.conn.body;
         // The client did not ask for the close: it may pipeline another request at any time.
