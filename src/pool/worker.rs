@@ -209,9 +209,10 @@ impl Busy {
         result
     }
 
-    /// The worker of `clock` (if any) sends a streamed body until the guard drops: a reader
-    /// or an iterator holds it until the client has taken the last piece, a file until
-    /// the client falls behind (the event loop then sends the rest).
+    /// The worker of `clock` (if any) sends a streamed body until the guard drops: until the
+    /// client falls behind (the event loop then sends the rest of a file, and a reader or
+    /// an iterator parks), or, for a stream that finds no parking place, until the client
+    /// has taken the last piece.
     pub(crate) fn streaming(clock: Option<&Busy>) -> Streaming<'_> {
         if let Some(clock) = clock {
             clock.streaming_since.store(STARTED, Relaxed);
@@ -471,15 +472,13 @@ impl<G: Gateway> Workers<G> {
 
     /// Serves the request a job brought, and any request pipelined behind it.
     fn serve_conn(&self, conn: &mut Conn<Socket>, ctx: &Ctx<'_, G>) -> Next {
-        if conn.stream_waits() {
-            // Queued for its parked stream, whose client made room: the next pieces first.
-            let next = conn.resume_stream(&self.shared, ctx.worker);
-            if next != Next::KeepAlive || conn.has_unsent() || !conn.next_pipelined(&self.shared) {
-                return next;
-            }
-        }
         loop {
-            let next = conn.serve(ctx);
+            let next = if conn.stream_waits() {
+                // Queued for its parked stream, whose client made room: its next pieces.
+                conn.resume_stream(&self.shared, ctx.worker)
+            } else {
+                conn.serve(ctx)
+            };
             #[cfg(test)]
             tests::panic_if_asked(self.shared.local_addr.port());
             // A pipelined request is served here, without a round trip through the loop,
@@ -680,8 +679,8 @@ impl<G: Gateway> Workers<G> {
 impl<G> Workers<G> {
     /// Warns, once each time it happens, that every worker is held by a streamed body: a
     /// reader or iterator holds its worker while the client keeps up, and until the client
-    /// has taken all of it once as many streams as workers are parked (a file, while the
-    /// client keeps up), so slow clients or endless streams can leave none for new
+    /// has taken all of it once `Config::parked_streams` streams are parked (a file, while
+    /// the client keeps up), so slow clients or endless streams can leave none for new
     /// requests, which then wait.
     fn tell_if_held_by_streams(&self, held: Option<usize>) {
         let Some(workers) = held else {
