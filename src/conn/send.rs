@@ -188,13 +188,7 @@ impl<T: Transport> Conn<T> {
                 self.send_500_and_close(version, is_head)
             }
             Err(Abort::Gateway(why)) => {
-                tracing::error!(peer = %Peer(self.peer), "response body failed after the head was sent ({why}); aborting the connection");
-                let _ = self.flush();
-                // A body that ends with the connection would look whole after an orderly
-                // close: only a reset tells the client it was cut short.
-                if plan.framing == BodyFraming::CloseDelimited {
-                    self.io.reset_on_close();
-                }
+                self.body_failed(&why, plan.framing == BodyFraming::CloseDelimited);
                 Sent {
                     status,
                     bytes: self.body_sent,
@@ -203,6 +197,18 @@ impl<T: Transport> Conn<T> {
                     parked: false,
                 }
             }
+        }
+    }
+
+    /// A body failed after its head was sent: what was sent of it goes out, and the
+    /// connection is to end so the client cannot take the rest for missing by design.
+    pub(super) fn body_failed(&mut self, why: &str, close_delimited: bool) {
+        tracing::error!(peer = %Peer(self.peer), "response body failed after the head was sent ({why}); aborting the connection");
+        let _ = self.flush();
+        // A body that ends with the connection would look whole after an orderly close:
+        // only a reset tells the client it was cut short.
+        if close_delimited {
+            self.io.reset_on_close();
         }
     }
 

@@ -230,11 +230,7 @@ impl<T: Transport> Conn<T> {
                 (Outcome::Aborted, Next::Close)
             }
             Err(Abort::Gateway(why)) => {
-                tracing::error!(peer = %Peer(self.peer), "response body failed after the head was sent ({why}); aborting the connection");
-                let _ = self.flush_or_leave();
-                if close_delimited {
-                    self.io.reset_on_close();
-                }
+                self.body_failed(&why, close_delimited);
                 (Outcome::Aborted, Next::Close)
             }
         };
