@@ -1020,6 +1020,186 @@ fn shutdown_finishes_a_parked_stream() {
 }
 
 #[test]
+fn a_parked_stream_queued_at_the_shutdown_deadline_is_counted_once() {
+    let gate = Gate::new();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timeouts = Timeouts {
+        shutdown: Duration::from_millis(500),
+        ..config().timeouts
+    };
+    let mut pool = serve(config().workers(1).timeouts(timeouts), {
+        let (gate, dropped) = (gate.clone(), dropped.clone());
+        move |req: Request<'_>| match req.uri().path() {
+            "/stream" => Response::new(Body::from_iter(big_stream(None, &dropped))),
+            "/block" => {
+                gate.pass();
+                target(req)
+            }
+            _ => target(req),
+        }
+    });
+    let mut slow = pool.connect();
+    slow.send(get("/stream"));
+    wait_until_written_behind(&pool, &mut slow);
+    // The one worker is held by a gateway past the shutdown deadline.
+    let mut blocked = pool.connect();
+    blocked.send(get("/block"));
+    gate.wait_for_waiting(1);
+    // The slow client reads on: once it has taken what the loop holds, its stream waits
+    // in the queue for a worker, and none is free.
+    let reader = std::thread::spawn(move || {
+        let _ = slow.try_response(false);
+    });
+    wait_until("the parked stream waits for a worker", || {
+        pool.handle.stats().queued_requests == 1
+    });
+    pool.handle.shutdown();
+    wait_until("serve returns at the deadline", || pool.has_stopped());
+    let stats = pool.handle.stats();
+    gate.open();
+    let _ = reader.join();
+    pool.join().unwrap();
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    // One request was cut (the stream); the /block one is still in its gateway.
+    assert_eq!(
+        (stats.aborted_requests, stats.requests_served),
+        (1, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_close_delimited_stream_holding_its_worker_cut_at_the_write_timeout_ends_in_a_reset() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // No parking: the worker sends the stream itself and gives up at the write timeout.
+    let pool = serve_streams(
+        config().parked_streams(0).timeouts(Timeouts {
+            write: Duration::from_millis(300),
+            ..config().timeouts
+        }),
+        &dropped,
+    );
+    let slow = pool.connect();
+    slow.try_clone_stream()
+        .write_all(b"GET /stream HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_until("the worker drops the client that reads nothing", || {
+        let stats = pool.handle.stats();
+        stats.aborted_requests == 1 && stats.open_connections == 0
+    });
+    assert_eq!(
+        read_to_end_or_error(&slow),
+        Err(io::ErrorKind::ConnectionReset),
+        "a cut close-delimited body ended in an orderly close"
+    );
+}
+
+/// Reads `client`'s socket to its end: `Ok(bytes read)` after an orderly close, or the
+/// error that ended it.
+fn read_to_end_or_error(client: &RawClient) -> Result<usize, io::ErrorKind> {
+    let mut socket = client.try_clone_stream();
+    let (mut got, mut chunk) = (0usize, vec![0u8; 1 << 16]);
+    loop {
+        match socket.read(&mut chunk) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got += n,
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}
+
+#[test]
+fn pipelined_requests_around_parked_streams_keep_their_order() {
+    let (pool, mut slow, _) = {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pool = serve_streams(config(), &dropped);
+        let slow = pool.connect();
+        (pool, slow, dropped)
+    };
+    let burst = [
+        get("/a"),
+        get("/stream"),
+        get("/b"),
+        "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        get("/declared"),
+        get("/c"),
+        get("/reader"),
+        "HEAD /declared HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        get("/d"),
+    ]
+    .concat();
+    slow.send(burst);
+    // Nothing is read until the streams have parked.
+    wait_until("a stream waits on its client", || {
+        let stats = pool.handle.stats();
+        stats.busy_workers == 0 && stats.queued_requests == 0 && stats.requests_served >= 1
+    });
+    assert_eq!(slow.response().text(), "/a");
+    assert_big_body(&slow.response().body);
+    assert_eq!(slow.response().text(), "/b");
+    let head = slow.head_response();
+    assert_eq!(head.status, 200);
+    assert_big_body(&slow.response().body);
+    assert_eq!(slow.response().text(), "/c");
+    assert_big_body(&slow.response().body);
+    let head = slow.head_response();
+    assert_eq!(
+        head.header("content-length"),
+        Some(BIG_FILE.to_string().as_str())
+    );
+    assert_eq!(slow.response().text(), "/d");
+    wait_until("every answer is counted served", || {
+        pool.handle.stats().requests_served == 9
+    });
+    assert_eq!(pool.handle.stats().aborted_requests, 0);
+}
+
+#[test]
+fn a_stream_stuck_before_and_after_it_parks_is_one_stuck_request() {
+    let request = Duration::from_millis(300);
+    let (first, second) = (Gate::new(), Gate::new());
+    let pool = serve(
+        two_workers_with_request_timeout(request).access_log(false),
+        {
+            let (first, second) = (first.clone(), second.clone());
+            move |_req: Request<'_>| {
+                let (first, second) = (first.clone(), second.clone());
+                let piece = bytes::Bytes::from(vec![b'x'; 256 << 10]);
+                // A stalled first piece, 16 MiB (more than the sockets buffer: it parks), then
+                // another stalled piece once resumed.
+                Response::new(Body::from_iter((0..66).map(move |i| {
+                    match i {
+                        0 => first.pass(),
+                        65 => second.pass(),
+                        _ => {}
+                    }
+                    Ok(piece.clone())
+                })))
+            }
+        },
+    );
+    let mut slow = pool.connect();
+    slow.send("GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    wait_until("the first stalled piece is reported", || {
+        pool.handle.stats().stuck_requests == 1
+    });
+    first.open();
+    wait_until_written_behind(&pool, &mut slow);
+    let read = std::thread::spawn(move || slow.read_to_end());
+    second.wait_for_waiting(1);
+    // An absence, so a fixed wait: five request timeouts, and ten of the pool's ticks.
+    std::thread::sleep(5 * request);
+    let stuck = pool.handle.stats().stuck_requests;
+    second.open();
+    let answer = read.join().unwrap();
+    assert!(answer.ends_with(b"\r\n0\r\n\r\n"), "the chunked body ended");
+    assert_eq!(
+        stuck, 1,
+        "one request, reported stuck once (as without parking)"
+    );
+}
+
+#[test]
 fn a_file_cut_short_while_the_loop_sends_it_ends_the_connection() {
     // Its length went out in the head: a file that ends early (truncated meanwhile) can
     // only be told by closing before that many bytes.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use sgi::http::{header, StatusCode};
 use sgi::{Body, Config, Request, Response};
-use support::{agent, config, echo, response, start, target, with_timeouts, Backend, Gate};
+use support::{
+    agent, config, echo, response, start, target, wait_until, with_timeouts, Backend, Gate,
+};
 
 on_every_backend!(
     keeps_an_http11_connection_alive,
@@ -55,6 +57,7 @@ on_every_backend!(
     earlier_pipelined_answers_go_out_before_a_body_is_awaited,
     a_failed_body_delimited_by_the_close_ends_in_a_reset,
     a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it,
+    a_body_delimited_by_the_close_cut_at_the_write_timeout_ends_in_a_reset,
     a_closing_answer_is_not_destroyed_by_a_request_sent_behind_it,
     a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_request,
     a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_close,
@@ -130,6 +133,31 @@ fn a_failed_body_delimited_by_the_close_ends_in_a_reset_with_a_request_behind_it
     // Bytes the server will not read make it close with a lingering (orderly) close, which
     // must not be used here.
     assert_cut_body_ends_in_reset(backend, b"GET / HTTP/1.0\r\n\r\nGET /next HTTP/1.0\r\n\r\n");
+}
+
+fn a_body_delimited_by_the_close_cut_at_the_write_timeout_ends_in_a_reset(backend: Backend) {
+    let write = Duration::from_millis(300);
+    let server = start(
+        backend,
+        with_timeouts(|t| t.write = write),
+        |_req: Request<'_>| {
+            // 64 MiB in 64 KiB pieces: more than the socket buffers on both sides hold.
+            let piece = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+            Response::new(Body::from_iter((0..1024).map(move |_| Ok(piece.clone()))))
+        },
+    );
+    let mut client = server.connect();
+    // HTTP/1.0 has no chunked coding: the body ends where the connection does.
+    client.send("GET / HTTP/1.0\r\n\r\n");
+    // The client reads nothing until the server has given up on it: the pool's event loop
+    // (the stream parked there) or its worker, the dev server's thread.
+    wait_until("the server drops the client that takes no bytes", || {
+        let stats = server.handle.stats();
+        stats.aborted_requests == 1 && stats.open_connections == 0
+    });
+    // What the buffers hold arrives, and then a reset: an orderly close would make the
+    // part look like the whole body.
+    client.expect_reset();
 }
 
 /// Sends `requests` to a gateway whose body fails midway and checks that the connection

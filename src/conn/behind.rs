@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::access::{Outcome, Pending, Record};
 use super::stream::Stream;
 use super::Conn;
+use crate::pool::Busy;
 use crate::server::{Counters, Shared};
 use crate::transport::Transport;
 
@@ -106,6 +107,8 @@ pub(crate) struct Unsent {
     /// Where to count them, and whether to log them (set with the first one: a
     /// connection that never holds an answer back never clones the counters).
     accounts: Option<(Arc<Counters>, bool)>,
+    /// What waits ends a body delimited by the close: cutting it must reset.
+    pub(super) close_delimited: bool,
 }
 
 impl Unsent {
@@ -237,15 +240,22 @@ impl<T: Transport> Conn<T> {
         unsent.pending.push_back(Pending { record, end });
     }
 
-    /// Gives the stream just parked its request's outcome, told once it ends (or is cut).
-    pub(crate) fn park_record(&mut self, record: Record, shared: &Shared) {
+    /// Gives the stream just parked its request's outcome, told once it ends (or is cut),
+    /// and whether `clock` has reported it stuck (a request is reported once).
+    pub(crate) fn park_record(&mut self, record: Record, shared: &Shared, clock: Option<&Busy>) {
+        let stuck = clock.is_some_and(Busy::was_reported);
         let unsent = &mut self.unsent;
         unsent
             .accounts
             .get_or_insert_with(|| (shared.stats.clone(), shared.config.access_log));
         if let Some(Piece::Stream(stream)) = unsent.pieces.back_mut() {
-            stream.set_record(record);
+            stream.set_record(record, stuck);
         }
+    }
+
+    /// Whether what waits ends a body delimited by the close (a cut must then reset).
+    pub(crate) fn unsent_ends_with_close(&self) -> bool {
+        self.unsent.close_delimited
     }
 
     /// Whether response bytes wait for the event loop to write them.

@@ -693,7 +693,7 @@ impl<T: Transport> Conn<T> {
             if record.request.is_none() {
                 record.request = requested.take();
             }
-            self.park_record(record, shared);
+            self.park_record(record, shared, ctx.worker);
             self.told = true;
             return sent.next;
         }

@@ -171,8 +171,7 @@ impl<T: Transport> Conn<T> {
                 parked: matches!(pumped, Pumped::Parked),
             },
             Err(Abort::Io(e)) => {
-                tracing::debug!(peer = %Peer(self.peer), error = %e, "connection lost while sending a response");
-                self.out.clear();
+                self.send_lost(&e, plan.framing == BodyFraming::CloseDelimited);
                 Sent {
                     status,
                     bytes: self.body_sent,
@@ -207,6 +206,18 @@ impl<T: Transport> Conn<T> {
         let _ = self.flush();
         // A body that ends with the connection would look whole after an orderly close:
         // only a reset tells the client it was cut short.
+        if close_delimited {
+            self.io.reset_on_close();
+        }
+    }
+
+    /// The connection failed while a body was sent (the client left, or took no bytes for
+    /// the write timeout): nothing more goes out, and the connection is to end.
+    pub(super) fn send_lost(&mut self, error: &io::Error, close_delimited: bool) {
+        tracing::debug!(peer = %Peer(self.peer), %error, "connection lost while sending a response");
+        self.out.clear();
+        // What the socket holds still goes out: after an orderly close, a body that ends
+        // with the connection would look whole.
         if close_delimited {
             self.io.reset_on_close();
         }

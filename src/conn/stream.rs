@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::access::{Outcome, Record};
 use super::behind::Slot;
 use super::send::{drop_catching, Abort};
-use super::{Conn, Next, Peer};
+use super::{Conn, Next};
 use crate::pool::Busy;
 use crate::server::{Counters, Shared};
 use crate::transport::Transport;
@@ -49,6 +49,8 @@ pub(crate) struct Stream {
     /// Held while a piece is written and while the stream is parked (see
     /// [`Conn::stream_slots`]).
     slot: Option<Slot>,
+    /// Its request was reported stuck already (told once per request).
+    stuck: bool,
 }
 
 impl fmt::Debug for Stream {
@@ -71,6 +73,7 @@ impl Stream {
             sent: 0,
             record: None,
             slot: None,
+            stuck: false,
         })
     }
 
@@ -81,8 +84,9 @@ impl Stream {
     }
 
     /// Its outcome, told once it ends.
-    pub(super) fn set_record(&mut self, record: Record) {
+    pub(super) fn set_record(&mut self, record: Record, stuck: bool) {
         self.record = Some(record);
+        self.stuck = stuck;
     }
 
     /// The stream is dropped unfinished (its connection ended): its outcome is told.
@@ -159,6 +163,9 @@ impl<T: Transport> Conn<T> {
                     *sent = self.stream_piece(&chunk[..n], *sent, *declared, *chunked, parks)?;
                 }
             }
+            if stream.close_delimited && self.has_unsent() {
+                self.unsent.close_delimited = true;
+            }
             if stream.slot.is_some() && self.has_unsent() {
                 self.unsent.park(stream);
                 return Ok(Pumped::Parked);
@@ -203,6 +210,9 @@ impl<T: Transport> Conn<T> {
         if let (Some(clock), Some(request)) = (clock, request) {
             clock.begin(request);
             clock.pause();
+            if stream.stuck {
+                clock.mark_reported();
+            }
         }
         self.body_sent = stream.sent;
         let close_delimited = stream.close_delimited;
@@ -216,7 +226,7 @@ impl<T: Transport> Conn<T> {
             Ok(Pumped::Parked) => {
                 if let Some(mut record) = record {
                     record.bytes = self.body_sent;
-                    self.park_record(record, shared);
+                    self.park_record(record, shared, clock);
                 }
                 return self.after_unsent;
             }
@@ -225,8 +235,7 @@ impl<T: Transport> Conn<T> {
                 Err(_) => (Outcome::Aborted, Next::Close),
             },
             Err(Abort::Io(e)) => {
-                tracing::debug!(peer = %Peer(self.peer), error = %e, "connection lost while sending a response");
-                self.out.clear();
+                self.send_lost(&e, close_delimited);
                 (Outcome::Aborted, Next::Close)
             }
             Err(Abort::Gateway(why)) => {

@@ -134,6 +134,16 @@ impl Busy {
         self.resume();
     }
 
+    /// Whether the current request was reported stuck already.
+    pub(crate) fn was_reported(&self) -> bool {
+        self.reported.load(Relaxed)
+    }
+
+    /// The current request (a resumed stream's) was reported stuck on an earlier turn.
+    pub(crate) fn mark_reported(&self) {
+        self.reported.store(true, Relaxed);
+    }
+
     /// A copy of the request being served (for a log line).
     pub(crate) fn request(&self) -> Option<(Method, Uri)> {
         self.current.lock().clone()

@@ -157,7 +157,12 @@ impl Loop {
     /// A connection set to end in a reset (a body delimited by the close was cut short)
     /// never lingers: lingering begins with an orderly end, which would pass the cut body
     /// off as whole.
-    pub(super) fn close(&mut self, token: usize, conn: Box<Conn<Socket>>, linger: bool) {
+    pub(super) fn close(&mut self, token: usize, mut conn: Box<Conn<Socket>>, linger: bool) {
+        if conn.has_unsent() && conn.unsent_ends_with_close() {
+            // An answer cut short (write timeout, shutdown, error): a body delimited by the
+            // close would look whole after an orderly end.
+            conn.io.reset_on_close();
+        }
         self.vacate(token, &conn.io.tcp);
         if linger {
             self.linger.close_socket(conn.io);

@@ -93,8 +93,13 @@ impl Loop {
             // (their sockets are cut already), each counted as cut.
             let mut dropped = 0;
             for job in self.ready.drain(..).chain(self.jobs.discard()) {
-                job.conn
-                    .cut_unserved(&self.shared, StatusCode::SERVICE_UNAVAILABLE);
+                let mut conn = job.conn;
+                // A job queued for a parked stream's next pieces is no unserved request:
+                // its stream is told (cut) as the connection drops. A request read behind
+                // it is one.
+                if !conn.stream_waits() || conn.holds_unserved_request(&self.shared) {
+                    conn.cut_unserved(&self.shared, StatusCode::SERVICE_UNAVAILABLE);
+                }
                 dropped += 1;
             }
             self.shared.stats.queued.fetch_sub(dropped, Relaxed);
