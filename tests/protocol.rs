@@ -63,6 +63,7 @@ on_every_backend!(
     a_closing_answer_is_not_destroyed_by_bytes_sent_after_the_close,
     a_panic_dropping_an_unsent_body_spares_the_response,
     a_panic_dropping_a_body_sent_whole_spares_the_connection,
+    a_body_whose_next_piece_and_drop_both_panic_takes_down_nothing,
 );
 
 fn an_answer_never_waits_on_an_upload_it_left_unread(backend: Backend) {
@@ -303,6 +304,55 @@ fn a_panic_dropping_an_unsent_body_spares_the_response(backend: Backend) {
     // HEAD sends no body, so the body is only dropped; the answer and the connection stay.
     client.send("HEAD /panics HTTP/1.1\r\nHost: x\r\n\r\nGET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.head_response().status, 200);
+    assert_eq!(client.response().text(), "fine");
+}
+
+fn a_body_whose_next_piece_and_drop_both_panic_takes_down_nothing(backend: Backend) {
+    // A panic while the body is dropped during the unwinding of another would abort the
+    // process; the server catches the first before the body is dropped.
+    struct Panics(u8);
+    impl Iterator for Panics {
+        type Item = io::Result<bytes::Bytes>;
+        fn next(&mut self) -> Option<Self::Item> {
+            match self.0 {
+                0 => panic!("a piece panic the test asked for"),
+                n => {
+                    self.0 = n - 1;
+                    Some(Ok("partial".into()))
+                }
+            }
+        }
+    }
+    impl Drop for Panics {
+        fn drop(&mut self) {
+            panic!("a body drop panic the test asked for");
+        }
+    }
+    let server = start(backend, config(), |req: Request<'_>| {
+        match req.uri().path() {
+            "/at-once" => Response::new(Body::from_iter(Panics(0))),
+            "/midway" => Response::new(Body::from_iter(Panics(1))),
+            _ => Response::new(Body::from("fine")),
+        }
+    });
+    // Before any byte of the body: a clean 500.
+    let mut client = server.connect();
+    client.send("GET /at-once HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = client.response();
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.closes(), "{reply:?}");
+    // After the head and a piece: the connection is cut, the chunked body unfinished.
+    let mut client = server.connect();
+    client.send("GET /midway HTTP/1.1\r\nHost: x\r\n\r\n");
+    let cut = client.read_to_end();
+    assert!(cut.starts_with(b"HTTP/1.1 200 OK\r\n"), "{cut:?}");
+    assert!(
+        !cut.ends_with(b"\r\n0\r\n\r\n"),
+        "a whole body from a panicking stream"
+    );
+    // The server goes on.
+    let mut client = server.connect();
+    client.send("GET /fine HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(client.response().text(), "fine");
 }
 

@@ -46,6 +46,16 @@ pub(super) enum Abort {
     Gateway(String),
 }
 
+/// Runs the gateway's code of a body (making a piece, dropping it): a panic there fails the
+/// body like an error, and the thread goes on.
+pub(super) fn catching<R>(work: impl FnOnce() -> Result<R, Abort>) -> Result<R, Abort> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let why = format!("it panicked: {}", super::panics::message(&*payload));
+        super::panics::caught(payload);
+        Err(Abort::Gateway(why))
+    })
+}
+
 impl<T: Transport> Conn<T> {
     /// Writes `response` (buffered; see [`Conn::flush`]). `keep_alive` is whether the
     /// request side allows the connection to live on; `clock`, a pool worker's, times the
@@ -150,14 +160,7 @@ impl<T: Transport> Conn<T> {
         // The body is the gateway's code too (an iterator, a reader, their `Drop`): a panic
         // there aborts this response like a failure, never the thread serving it.
         let writes = self.writes;
-        let sent = catch_unwind(AssertUnwindSafe(|| {
-            self.send_body(body.kind, plan.framing, clock)
-        }))
-        .unwrap_or_else(|payload| {
-            let why = format!("it panicked: {}", super::panics::message(&*payload));
-            super::panics::caught(payload);
-            Err(Abort::Gateway(why))
-        });
+        let sent = catching(|| self.send_body(body.kind, plan.framing, clock));
         let status = parts.status;
         match sent {
             Ok(pumped) => Sent {

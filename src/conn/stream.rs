@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use bytes::Bytes;
 
 use super::access::{Outcome, Record};
 use super::behind::Slot;
-use super::send::{drop_catching, Abort};
+use super::send::{catching, drop_catching, Abort};
 use super::{Conn, Next};
 use crate::pool::Busy;
 use crate::server::{Counters, Shared};
@@ -134,8 +133,10 @@ impl<T: Transport> Conn<T> {
                 break;
             }
             match source {
-                // Making the next piece is the gateway's code: the stuck clock runs.
-                Source::Iter(iter) => match Busy::timed(clock, || iter.next()) {
+                // Making the next piece is the gateway's code: the stuck clock runs, and a
+                // panic is caught here, before the stream is dropped (a panic in its drop
+                // while the first unwinds would abort the process).
+                Source::Iter(iter) => match Busy::timed(clock, || catching(|| Ok(iter.next())))? {
                     None => break,
                     Some(Err(e)) => {
                         return Err(Abort::Gateway(format!("body iterator failed: {e}")))
@@ -153,7 +154,8 @@ impl<T: Transport> Conn<T> {
                     if chunk.len() < want {
                         chunk.resize(want, 0);
                     }
-                    let n = match Busy::timed(clock, || reader.read(&mut chunk[..want])) {
+                    let read = || catching(|| Ok(reader.read(&mut chunk[..want])));
+                    let n = match Busy::timed(clock, read)? {
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -216,12 +218,7 @@ impl<T: Transport> Conn<T> {
         }
         self.body_sent = stream.sent;
         let close_delimited = stream.close_delimited;
-        let pumped =
-            catch_unwind(AssertUnwindSafe(|| self.pump(stream, clock))).unwrap_or_else(|payload| {
-                let why = format!("it panicked: {}", super::panics::message(&*payload));
-                super::panics::caught(payload);
-                Err(Abort::Gateway(why))
-            });
+        let pumped = catching(|| self.pump(stream, clock));
         let (outcome, next) = match pumped {
             Ok(Pumped::Parked) => {
                 if let Some(mut record) = record {
