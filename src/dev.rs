@@ -326,7 +326,10 @@ fn connection<G: Gateway>(
         }
         let next = match conn.flush() {
             Ok(()) => next,
-            Err(_) => Next::Close,
+            Err(_) => {
+                conn.cut_pipelined(shared);
+                Next::Close
+            }
         };
         shared.stats.active.fetch_sub(1, SeqCst);
         if slot

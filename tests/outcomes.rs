@@ -14,6 +14,7 @@ on_every_backend!(
     a_request_whose_body_is_arriving_at_the_shutdown_deadline_is_counted_once,
     a_held_pipelined_answer_that_never_left_is_counted_aborted,
     a_request_pipelined_behind_an_answer_cut_at_the_deadline_is_counted,
+    a_request_read_behind_an_answer_lost_at_its_flush_is_counted,
 );
 
 fn total(stats: &Stats) -> u64 {
@@ -170,4 +171,33 @@ fn a_request_pipelined_behind_an_answer_cut_at_the_deadline_is_counted(backend: 
     wait_until("both requests are counted", || total(&handle.stats()) == 2);
     assert_eq!(handle.stats().aborted_requests, 2, "{:?}", handle.stats());
     drop(client);
+}
+
+/// A request pipelined behind an answer held back, whose small body is still arriving when
+/// the client leaves, is counted (aborted) along with that answer.
+fn a_request_read_behind_an_answer_lost_at_its_flush_is_counted(backend: Backend) {
+    let gate = Gate::new();
+    let server = start(backend, config(), {
+        let gate = gate.clone();
+        move |req: Request<'_>| {
+            if req.uri().path() == "/a" {
+                gate.pass();
+            }
+            support::echo(req)
+        }
+    });
+    let mut client = server.connect();
+    client.send(
+        "GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe",
+    );
+    gate.wait_for_waiting(1);
+    // The client gives up with a reset while /a's gateway runs: /a's answer cannot go out.
+    client.reset();
+    gate.open();
+    wait_until("both requests are counted", || {
+        total(&server.handle.stats()) >= 2
+    });
+    let stats = server.handle.stats();
+    assert_eq!(stats.aborted_requests, 2, "{stats:?}");
 }

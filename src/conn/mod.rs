@@ -408,6 +408,15 @@ impl<T: Transport> Conn<T> {
         self.tell_unanswered(shared, status, Outcome::Rejected);
     }
 
+    /// The connection ends with answers that could not go out: a request read behind them
+    /// and not yet served (whole, or its small body still arriving) is cut with them, and
+    /// counted (logged with the `503` it would have been given).
+    pub(crate) fn cut_pipelined(&mut self, shared: &Shared) {
+        if self.holds_unserved_request(shared) {
+            self.cut_unserved(shared, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+
     /// Counts and logs, as aborted, a request whose head was read but that no answer
     /// reached: its connection cut by a shutdown (past the deadline, or closed as idle just
     /// as the request came; logged with the `503` it would have been given), or its client
@@ -708,9 +717,8 @@ impl<T: Transport> Conn<T> {
             outcome = Outcome::Aborted;
             record.bytes = self.body_sent;
         }
-        if outcome == Outcome::Aborted && self.holds_unserved_request(shared) {
-            // The connection ends here: a request pipelined behind, read whole, is cut too.
-            self.cut_unserved(shared, StatusCode::SERVICE_UNAVAILABLE);
+        if outcome == Outcome::Aborted {
+            self.cut_pipelined(shared);
         }
         if outcome == Outcome::Served && (!self.out.is_empty() || self.has_unsent()) {
             // Held back for the next answer, or its end waits for the event loop: told

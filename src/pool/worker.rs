@@ -448,7 +448,10 @@ impl<G: Gateway> Workers<G> {
         // (the next request may wait in the loop for its body).
         let next = match conn.flush_or_leave() {
             Ok(()) => next,
-            Err(_) => Next::Close,
+            Err(_) => {
+                conn.cut_pipelined(&self.shared);
+                Next::Close
+            }
         };
         // Bytes the loop will not hear of (no new readiness event), or answers it must
         // write, need it woken.
