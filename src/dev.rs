@@ -299,7 +299,10 @@ fn connection<G: Gateway>(
     };
     let mut conn = Conn::new(socket, Some(peer), local);
     loop {
-        if shared.is_shutting_down() {
+        // In a shutdown nothing new is waited for, but a request whose head is in (pipelined
+        // behind the last answer, its body still arriving) is in flight: it is served, as
+        // the last one.
+        if shared.is_shutting_down() && !conn.holds_unserved_request(shared) {
             break;
         }
         match conn.wait_head(&ctx) {

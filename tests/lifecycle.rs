@@ -38,6 +38,7 @@ on_every_backend!(
     shutdown_closes_requests_that_outlast_its_deadline,
     shutdown_cuts_a_body_delimited_by_the_close_with_a_reset,
     shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it,
+    shutdown_during_an_answer_finishes_an_upload_pipelined_behind_it,
     extreme_timeouts_are_taken_as_never_or_at_once_without_failing,
     extreme_limits_are_taken_as_no_limit_without_failing,
 );
@@ -587,13 +588,18 @@ fn shutdown_cuts_a_body_delimited_by_the_close_with_a_reset(backend: Backend) {
     gate.open();
 }
 
-fn shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it(backend: Backend) {
+/// A server whose `/stream` answers `one` and `two` and begins the server's shutdown while
+/// making `two`; anything else goes to `other`.
+fn shuts_down_while_streaming(
+    backend: Backend,
+    other: fn(Request<'_>) -> Response,
+) -> support::Running {
     let handle: Arc<OnceLock<Handle>> = Arc::default();
     let server = start(backend, config(), {
         let handle = handle.clone();
         move |req: Request<'_>| {
             if req.uri().path() != "/stream" {
-                return target(req);
+                return other(req);
             }
             let handle = handle.clone();
             // The shutdown begins while this answer is being sent.
@@ -608,6 +614,11 @@ fn shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it(ba
         }
     });
     handle.set(server.handle.clone()).unwrap();
+    server
+}
+
+fn shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it(backend: Backend) {
+    let server = shuts_down_while_streaming(backend, target);
     let mut client = server.connect();
     client.send(
         "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n\
@@ -619,4 +630,24 @@ fn shutdown_during_an_answer_with_a_request_pipelined_behind_loses_none_of_it(ba
     assert_eq!(reply.text(), "/next");
     assert!(reply.closes(), "{reply:?}");
     client.expect_closed();
+}
+
+fn shutdown_during_an_answer_finishes_an_upload_pipelined_behind_it(backend: Backend) {
+    let server = shuts_down_while_streaming(backend, echo);
+    let mut client = server.connect();
+    // The upload's head and half its body come with the first request.
+    client.send(
+        "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabcde",
+    );
+    assert_eq!(client.response().text(), "onetwo");
+    // Its head is in: it is in flight, and is served once the rest of its body is in.
+    client.send("fghij");
+    let reply = client.response();
+    assert_eq!(reply.text(), "POST /up\nabcdefghij");
+    assert!(reply.closes(), "{reply:?}");
+    client.expect_closed();
+    wait_until("both requests are counted served", || {
+        server.handle.stats().requests_served == 2
+    });
 }

@@ -356,6 +356,58 @@ fn shutdown_keeps_a_stalled_upload_parked_so_that_ready_requests_get_the_workers
 }
 
 #[test]
+fn shutdown_keeps_a_stalled_upload_behind_an_answer_written_behind_off_the_workers() {
+    // As above, with the stalled upload pipelined behind an answer the event loop is
+    // writing to a slow reader when the shutdown begins: once that answer is out, the
+    // upload waits for its body in the loop, and the only worker serves a ready request.
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let shutdown = Timeouts {
+        shutdown: Duration::from_secs(20),
+        ..config().timeouts
+    };
+    let big = bytes::Bytes::from(vec![b'x'; 32 << 20]);
+    let entered = Arc::new(AtomicBool::new(false));
+    let mut pool = serve(config().workers(1).timeouts(shutdown), {
+        let entered = entered.clone();
+        move |req: Request<'_>| match req.uri().path() {
+            "/big" => Response::new(Body::from(big.clone())),
+            "/stalled" => {
+                entered.store(true, SeqCst);
+                echo(req)
+            }
+            _ => echo(req),
+        }
+    });
+    let mut stalled = pool.connect();
+    stalled.send(
+        "GET /big HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\na",
+    );
+    wait_until_written_behind(&pool, &mut stalled);
+    let mut ready = pool.connect();
+    ready.send(format!("{}{}", get("/big"), get("/after")));
+    wait_until_written_behind(&pool, &mut ready);
+    pool.handle.shutdown();
+    wait_until("the server stops listening", || {
+        std::net::TcpStream::connect(pool.addr).is_err()
+    });
+    assert_eq!(stalled.response().body.len(), 32 << 20);
+    // An absence, so a bounded wait: time for a wrong pool to hand the stalled upload to
+    // the worker (a right one passes however long this is).
+    let until = Instant::now() + Duration::from_millis(500);
+    while !entered.load(SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(ready.response().body.len(), 32 << 20);
+    let after = ready.response();
+    assert_eq!(after.text(), "GET /after\n");
+    assert!(after.closes(), "{after:?}");
+    assert!(!entered.load(SeqCst), "the stalled upload reached a worker");
+    drop(stalled);
+    pool.join().expect("serve returns Ok");
+}
+
+#[test]
 fn a_panicking_gateway_leaves_the_worker_alive() {
     let ran_on: Arc<Mutex<Vec<ThreadId>>> = Arc::default();
     let pool = serve(config().workers(1), {

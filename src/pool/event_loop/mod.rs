@@ -505,7 +505,13 @@ impl Loop {
         // socket's send buffer, so the connection lingers instead.
         let unread = readable || conn.may_have_more();
         match next {
-            Next::KeepAlive if self.shared.is_shutting_down() => self.close(token, conn, unread),
+            // In a shutdown a connection between requests closes. One with a request
+            // pipelined behind the answer, its head in and its small body still arriving,
+            // is in flight: as at the start of the shutdown, it waits here for the rest of
+            // its body (then a worker serves it), or is cut, counted, at the deadline.
+            Next::KeepAlive if self.shared.is_shutting_down() && !conn.awaiting_body() => {
+                self.close(token, conn, unread)
+            }
             Next::KeepAlive => {
                 self.park(token, conn);
                 // Bytes may have arrived while a worker had the connection.
@@ -550,13 +556,16 @@ impl Loop {
                 self.close(token, conn, false)
             }
             Ok(Progress::Done) => match (conn.after_unsent, conn.head(&self.shared)) {
-                (Next::KeepAlive, _) if !self.shared.is_shutting_down() => {
+                // In a shutdown, a request already read is served, as the last one; one
+                // whose small body is still arriving waits here for it (the read tells),
+                // as at the start of the shutdown, and takes no worker meanwhile.
+                (Next::KeepAlive, head)
+                    if !self.shared.is_shutting_down() || head == Head::Ready =>
+                {
                     self.park(token, conn);
                     // The next request may have arrived meanwhile.
                     self.read(token, false);
                 }
-                // In a shutdown, a request already read is served, as the last one.
-                (Next::KeepAlive, Head::Ready) => self.dispatch(token, conn, false),
                 // The client may have sent bytes meanwhile (not read while the answer went
                 // out): lingering keeps a reset from destroying the answer's last bytes.
                 _ => self.close(token, conn, true),
