@@ -219,8 +219,8 @@ impl<T: Transport> Conn<T> {
     pub(super) fn send_lost(&mut self, error: &io::Error, close_delimited: bool) {
         tracing::debug!(peer = %Peer(self.peer), %error, "connection lost while sending a response");
         self.out.clear();
-        // What the socket holds still goes out: after an orderly close, a body that ends
-        // with the connection would look whole.
+        // After an orderly close a body that ends with the connection would look whole:
+        // only a reset tells the client it was cut short.
         if close_delimited {
             self.io.reset_on_close();
         }

@@ -93,7 +93,7 @@ impl Loop {
     }
 
     /// The longest-idle connection picked at the last tick that is still idle since then.
-    pub(super) fn next_evictable(&mut self) -> Option<(usize, Instant)> {
+    fn next_evictable(&mut self) -> Option<(usize, Instant)> {
         while let Some((token, parked)) = self.evictable.pop() {
             if let Some(Slot::Live {
                 conn: Some(conn),
@@ -111,14 +111,14 @@ impl Loop {
     }
 
     /// Closes an idle connection to make room for a newcomer.
-    pub(super) fn evict(&mut self, token: usize) {
+    fn evict(&mut self, token: usize) {
         if let Some(conn) = self.take(token) {
             tracing::debug!(peer = %crate::conn::Peer(conn.peer()), "at the connection cap: closing the longest idle connection for a new one");
             self.close(token, conn, false);
         }
     }
 
-    pub(super) fn insert(&mut self, conn: Box<Conn<Socket>>) {
+    fn insert(&mut self, conn: Box<Conn<Socket>>) {
         let token = if self.free != usize::MAX {
             let token = self.free;
             if let Slot::Vacant { next_free } = self.slots[token] {
